@@ -1,0 +1,49 @@
+"""The run's working directory: checks, atomic writes, and what makes it resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from jaxcnn.errors import UserError
+
+# Keys that may change when a run is resumed (everything else must match the run's config).
+RESUMABLE_CHANGES = ("epochs", "verbose", "log_every_steps")
+
+
+def check(path: str) -> bool:
+    """Validates `path` as a workdir; returns True when it already holds a run."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"workdir {path} is a file, not a directory; pass a new or existing directory to --workdir")
+    return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def has_checkpoint(path: str) -> bool:
+    """True when `path/checkpoints` holds a finished Orbax step (folders named by step)."""
+    directory = os.path.join(path, "checkpoints")
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def check_resume(stored, requested) -> None:
+    """A resumed run must keep its config, except `RESUMABLE_CHANGES`."""
+    old, new = stored.to_dict(), requested.to_dict()
+    diffs = [k for k in sorted(set(old) | set(new))
+             if k not in RESUMABLE_CHANGES and _normal(old.get(k)) != _normal(new.get(k))]
+    if diffs:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs[:3])
+        raise UserError(f"the workdir holds a run with a different config ({shown}); "
+                        f"resume it unchanged (only {', '.join(RESUMABLE_CHANGES)} may change) or use a new --workdir")
+
+
+def _normal(value):
+    return json.loads(json.dumps(value, default=list))
+
+
+def write_json(path: str, obj) -> None:
+    """Writes JSON atomically (temporary file, then rename): never a half-written file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(obj if isinstance(obj, str) else json.dumps(obj, indent=2, sort_keys=True))
+        f.write("\n")
+    os.replace(tmp, path)
