@@ -81,7 +81,7 @@ class Trainer:
         config = self.config
         checkpointer = None
         if workdir is not None:
-            workdir_lib.check(workdir)
+            workdir_lib.check_run(workdir, config)
             os.makedirs(workdir, exist_ok=True)
             self.workdir = workdir
             workdir_lib.write_json(os.path.join(workdir, "config.json"), config_lib.to_json(config))
@@ -148,10 +148,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None = None, callbacks
     end of the test evaluation (imports excluded; a resumed run counts its last call only).
     """
     start = time.perf_counter()
-    resuming = workdir is not None and workdir_lib.check(workdir)
-    if resuming:
-        stored = config_lib.from_json_file(os.path.join(workdir, "config.json"))
-        workdir_lib.check_resume(stored, config)
+    resuming = workdir is not None and workdir_lib.check_run(workdir, config)  # fails before loading data
     trainer = Trainer(config)
     if config.verbose != 0:
         print(f"{'Resuming' if resuming else 'Training'} {config.model} "

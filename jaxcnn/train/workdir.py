@@ -24,6 +24,15 @@ def has_checkpoint(path: str) -> bool:
     return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
+def check_run(path: str, config) -> bool:
+    """Validates `path` for a run of `config`; True when it holds that run (to resume)."""
+    if not check(path):
+        return False
+    from jaxcnn import config as config_lib
+    check_resume(config_lib.from_json_file(os.path.join(path, "config.json")), config)
+    return True
+
+
 def check_resume(stored, requested) -> None:
     """A resumed run must keep its config, except `RESUMABLE_CHANGES`."""
     old, new = stored.to_dict(), requested.to_dict()
