@@ -24,8 +24,12 @@ def trained(tmp_path_factory):
 
 
 def test_train_writes_the_workdir_contract(trained):
-    assert sorted(os.listdir(trained)) == ["checkpoints", "config.json", "eval", "metrics.jsonl", "tensorboard"]
+    assert sorted(os.listdir(trained)) == ["checkpoints", "config.json", "dataset.json", "eval", "metrics.jsonl",
+                                           "tensorboard"]
     config = json.load(open(os.path.join(trained, "config.json")))
+    dataset = json.load(open(os.path.join(trained, "dataset.json")))
+    assert dataset == {"name": "digits", "image_shape": [8, 8, 1], "class_names": [str(i) for i in range(10)],
+                       "pixel_max": 16.0, "num_examples": {"train": 1293, "validation": 144, "test": 360}}
     assert config["model"] == "simple_cnn" and config["epochs"] == 3 and config["verbose"] == 2
     records = [json.loads(line) for line in open(os.path.join(trained, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2, 3]

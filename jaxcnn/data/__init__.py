@@ -39,6 +39,15 @@ class Dataset:
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train.images.shape[1:])
 
+    def describe(self) -> dict:
+        """What a trained model needs to know of its data (the workdir's dataset.json):
+        enough to preprocess a new image and name the predicted class."""
+        sizes = {"train": len(self.train), "test": len(self.test)}
+        if self.validation is not None:
+            sizes["validation"] = len(self.validation)
+        return {"name": self.name, "image_shape": list(self.image_shape), "class_names": self.class_names,
+                "pixel_max": self.pixel_max, "num_examples": sizes}
+
 
 def carve_validation(train: Split, fraction: float, seed: int = 0) -> tuple[Split, Split | None]:
     """Holds out `fraction` of train (a fixed-seed permutation, stratified by class)."""

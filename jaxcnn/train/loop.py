@@ -85,6 +85,7 @@ class Trainer:
             os.makedirs(workdir, exist_ok=True)
             self.workdir = workdir
             workdir_lib.write_json(os.path.join(workdir, "config.json"), config_lib.to_json(config))
+            workdir_lib.write_json(os.path.join(workdir, "dataset.json"), self.dataset.describe())
             checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_max_to_keep)
             if checkpointer.latest_step() is not None:
                 self.state, meta = checkpointer.restore(self.state)
