@@ -29,12 +29,12 @@ def test_train_writes_the_workdir_contract(trained):
     config = json.load(open(os.path.join(trained, "config.json")))
     dataset = json.load(open(os.path.join(trained, "dataset.json")))
     assert dataset == {"name": "digits", "image_shape": [8, 8, 1], "class_names": [str(i) for i in range(10)],
-                       "pixel_max": 16.0, "num_examples": {"train": 1293, "validation": 144, "test": 360}}
+                       "pixel_max": 16.0, "num_examples": {"train": 1295, "validation": 142, "test": 360}}
     assert config["model"] == "simple_cnn" and config["epochs"] == 3 and config["verbose"] == 2
     records = [json.loads(line) for line in open(os.path.join(trained, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(set(r) == METRICS_KEYS for r in records)
-    assert records[-1]["step"] == 3 * 81  # 1,293 train images in batches of 16
+    assert records[-1]["step"] == 3 * 81  # 1,295 train images in batches of 16
     evaluation = json.load(open(os.path.join(trained, "eval", "test.json")))
     assert evaluation["split"] == "test" and evaluation["num_examples"] == 360
     assert 0.8 < evaluation["accuracy"] <= 1.0 and evaluation["loss"] > 0
