@@ -3,6 +3,9 @@
     jaxcnn train [--config experiments/X.py[:arg]] [--workdir DIR] [--config.key=value ...]
     jaxcnn models
     jaxcnn data prepare NAME --source DIR [--data_dir DIR] [--overwrite]
+    jaxcnn evaluate --workdir DIR [--split test] [--checkpoint latest|best]
+    jaxcnn predict --workdir DIR IMAGE [IMAGE ...] [--top_k K] [--json]
+    jaxcnn visualize --workdir DIR [--layer NAME IMAGE [IMAGE ...]]
 
 Bad input ends with one line on stderr naming the problem and its fix, exit code 2.
 """
@@ -69,6 +72,62 @@ def cmd_data_prepare(args, extra) -> int:
     return 0
 
 
+def cmd_evaluate(args, extra) -> int:
+    from jaxcnn import evaluate, inference
+    run = inference.load_run(args.workdir, args.checkpoint)
+    evaluation = evaluate.evaluate_run(run, args.split, data_dir=args.data_dir)
+    paths = evaluation.save(args.workdir)
+    results = evaluation.results
+    print(f"{args.split} split of {run.config.dataset}: {results['num_examples']} images, {run.checkpoint} "
+          f"checkpoint (epoch {run.epoch}, step {run.step})")
+    print(evaluate.summary(results) + "\n")
+    print(evaluate.classification_report(evaluation.labels, evaluation.probs, results["class_names"]))
+    print("wrote " + ", ".join(os.path.relpath(p, args.workdir) for p in paths))
+    return 0
+
+
+def cmd_predict(args, extra) -> int:
+    import json
+
+    from jaxcnn import inference
+    run = inference.load_run(args.workdir, args.checkpoint)
+    probs = run.probabilities(inference.load_images(args.images, run.dataset_info))
+    ranked = [inference.top_k(row, run.class_names, args.top_k) for row in probs]
+    if args.json:
+        print(json.dumps([{"image": path, "top_k": [{"class": name, "probability": p} for name, p in top]}
+                          for path, top in zip(args.images, ranked)], indent=2))
+        return 0
+    width = max(len(name) for name in run.class_names)
+    for path, top in zip(args.images, ranked):
+        print(path)
+        for rank, (name, p) in enumerate(top, 1):
+            print(f"  {rank}. {name:<{width}}  {p:.4f}")
+    return 0
+
+
+def cmd_visualize(args, extra) -> int:
+    from jaxcnn import plots
+    if args.layer and not args.images:
+        raise UserError("--layer needs an IMAGE: jaxcnn visualize --workdir DIR --layer NAME IMAGE")
+    if args.images and not args.layer:
+        raise UserError("IMAGE needs --layer NAME (the layer whose feature maps to draw)")
+    if args.layer:
+        paths, notes = plots.plot_feature_maps(args.workdir, args.layer, args.images, args.checkpoint), []
+    else:
+        paths, notes = plots.plot_run(args.workdir, args.checkpoint)
+    for note in notes:
+        print(note)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="the run's directory")
+    parser.add_argument("--checkpoint", choices=("latest", "best"), default="latest",
+                        help="latest (checkpoints/, the default) or best (best_checkpoints/ of ModelCheckpoint)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--data_dir", help="TFDS data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     prep.add_argument("--overwrite", action="store_true", help="rebuild an already prepared dataset")
     prep.set_defaults(func=cmd_data_prepare)
+
+    evaluate = sub.add_parser("evaluate", allow_abbrev=False, help="evaluate a trained run on a split",
+                              description="Writes eval/<split>.json, eval/<split>_predictions.npz and the "
+                                          "confusion matrix, ROC and misclassified plots in plots/.")
+    _add_run_arguments(evaluate)
+    evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    evaluate.add_argument("--data_dir", help="TFDS data_dir of the dataset, when it moved since training")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", allow_abbrev=False, help="classify image files with a trained run",
+                             description="Any format and size; each image is prepared as the training data was.")
+    _add_run_arguments(predict)
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--top_k", type=int, help="classes to show per image (default: min(5, classes))")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.set_defaults(func=cmd_predict)
+
+    visualize = sub.add_parser("visualize", allow_abbrev=False, help="plot a run: curves, filters, feature maps",
+                               description="Without --layer: the training curves and the first convolution's "
+                                           "filters. With --layer NAME IMAGE...: that layer's feature maps.")
+    _add_run_arguments(visualize)
+    visualize.add_argument("--layer", help="a layer that sows feature maps, e.g. conv1")
+    visualize.add_argument("images", nargs="*", metavar="IMAGE")
+    visualize.set_defaults(func=cmd_visualize)
     return parser
 
 

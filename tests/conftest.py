@@ -30,3 +30,15 @@ def run_python(code: str, env: dict | None = None, timeout: int = 600) -> subpro
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
                           timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A workdir of the embedded default trained for 2 epochs, once per session (read it; copy to change it)."""
+    from jaxcnn import config as config_lib
+    from jaxcnn.train import fit
+    config = config_lib.get_config()
+    config.epochs, config.verbose = 2, 0
+    workdir = str(tmp_path_factory.mktemp("digits_run") / "run")
+    fit(config, workdir)
+    return workdir

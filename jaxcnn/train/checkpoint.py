@@ -24,6 +24,25 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def best_step(self) -> int | None:
+        """The best step of a best-k directory (ModelCheckpoint's `best_checkpoints/`).
+
+        Ranked by the Orbax metrics saved with each step, under the `monitor` and `mode`
+        ('min' or 'max') that the steps' meta records; without them, the latest step (with
+        `save_best_only`, each save improved on every earlier one).
+        """
+        steps = self._manager.all_steps()
+        if not steps:
+            return None
+        meta = self._manager.restore(max(steps), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        monitor, mode = meta.get("monitor"), meta.get("mode")
+        values = {step: (self._manager.metrics(step) or {}).get(monitor) for step in steps} if monitor else {}
+        values = {step: value for step, value in values.items() if value is not None}
+        if not values or mode not in ("min", "max"):
+            return self._manager.latest_step()
+        sign = 1 if mode == "min" else -1
+        return min(values, key=lambda step: (sign * values[step], step))  # ties: the earliest step
+
     def save(self, step: int, state, meta: dict) -> None:
         self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))

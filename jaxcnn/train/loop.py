@@ -163,12 +163,16 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None = None, callbacks
         if created and not workdir_lib.has_checkpoint(workdir):
             shutil.rmtree(workdir, ignore_errors=True)
         raise
-    results = trainer.evaluate(trainer.test_data)
-    results.update(num_examples=trainer.test_data.num_examples, epoch=len(trainer.history.get("loss", [])),
-                   step=int(trainer.state.step), wall_seconds=round(time.perf_counter() - start, 1))
-    if workdir is not None:
-        from jaxcnn import evaluate
-        evaluate.write(workdir, "test", results)
+    from jaxcnn import evaluate, plots
+    evaluation = evaluate.Evaluation.compute(trainer.state, trainer.head, trainer.test_data,
+                                             trainer.dataset.describe(), "test")
+    results = evaluation.results
+    results.update(epoch=len(trainer.history.get("loss", [])), step=int(trainer.state.step),
+                   wall_seconds=round(time.perf_counter() - start, 1))
+    if workdir is not None:  # the files of `jaxcnn evaluate`, and the training curves
+        evaluation.save(workdir)
+        plots.training_curves(plots.read_metrics(workdir), os.path.join(workdir, plots.PLOTS_DIR, "curves.png"),
+                              title=f"{config.model} on {config.dataset}")
     if trainer.config.verbose != 0:
         print(f"Test - loss: {results['loss']:.4f} - accuracy: {results['accuracy']:.4f} "
               f"({results['num_examples']} images)", flush=True)
