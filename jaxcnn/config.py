@@ -186,7 +186,7 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
     """Applies `{'key.sub': 'text'}` overrides with the types of the existing values."""
-    config = ml_collections.ConfigDict(config)  # a copy; the caller's config is untouched
+    config = config.copy_and_resolve_references()  # a deep copy: the caller's config (and its groups) untouched
     known = _flat_keys(get_config())
     for key, text in overrides.items():
         parts = key.split(".")

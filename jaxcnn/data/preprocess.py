@@ -59,6 +59,19 @@ class Preprocess:
                    mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std))
 
 
+def read_image(path: str, channels: int) -> np.ndarray:
+    """An image file as uint8 (H, W, channels), decoded as TFDS decodes stored images
+    (tf.image.decode_image), so a new image matches the training pixels."""
+    from jaxcnn.data.sources import import_tensorflow
+    tf = import_tensorflow()
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as e:
+        raise UserError(f"cannot read image {path}: {e.message if hasattr(e, 'message') else e}; "
+                        "pass a JPEG, PNG, GIF, BMP or WebP file") from None
+    return image.numpy()
+
+
 def check_config(options) -> None:
     """Validates `config.preprocess` (raises UserError)."""
     resize(options)
