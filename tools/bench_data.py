@@ -19,13 +19,13 @@ Reports, for batches of `--batch` with random crop (4-pixel padding) and horizon
 """
 
 import argparse
-import json
-import platform
 import statistics
 import time
 
 import jax
 import numpy as np
+
+import benchlib
 
 
 def rate(fn, images: int) -> float:
@@ -127,12 +127,7 @@ def main():
         drain(stream.batches(key, 0))  # warms tf.data and the compile
         result["stream_images_per_s"] = round(rate(lambda: drain(stream.batches(key, 1)), len(streamed.train)))
 
-    result.update({"devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
-                   "machine": platform.processor() or platform.machine()})
-    print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    benchlib.report(result, args.out)
 
 
 if __name__ == "__main__":
