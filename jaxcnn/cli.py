@@ -3,6 +3,7 @@
     jaxcnn train [--config experiments/X.py[:arg]] [--workdir DIR] [--config.key=value ...]
     jaxcnn models
     jaxcnn data prepare NAME --source DIR [--data_dir DIR] [--overwrite]
+    jaxcnn data prepare folder --source DIR [--name NAME] [--skip_corrupt] [--resize HxW]
     jaxcnn evaluate --workdir DIR [--split test] [--checkpoint latest|best]
     jaxcnn predict --workdir DIR IMAGE [IMAGE ...] [--top_k K] [--json]
     jaxcnn visualize --workdir DIR [--layer NAME IMAGE [IMAGE ...]]
@@ -66,9 +67,12 @@ def cmd_models(args, extra) -> int:
 
 def cmd_data_prepare(args, extra) -> int:
     from jaxcnn.data import prepare
-    path, built = prepare.prepare(args.name, args.source, args.data_dir, overwrite=args.overwrite)
-    print(f"prepared {args.name} in {path}" if built else
-          f"{args.name} is already prepared in {path} (--overwrite rebuilds it)")
+    resize = prepare.parse_size(args.resize) if args.resize else None
+    path, built = prepare.prepare(args.name, args.source, args.data_dir, overwrite=args.overwrite,
+                                  dataset_name=args.dataset_name, skip_corrupt=args.skip_corrupt, resize=resize,
+                                  test_fraction=args.test_fraction)
+    print(f"prepared {prepare.summary(path)} in {path}" if built else
+          f"{prepare.summary(path)} is already prepared in {path} (--overwrite rebuilds it)")
     return 0
 
 
@@ -145,10 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser("prepare", help="build a TFDS dataset offline from raw files")
-    prep.add_argument("name", help="dataset name, e.g. mnist")
-    prep.add_argument("--source", required=True, help="folder with the raw files")
+    prep.add_argument("name", help="mnist, cifar10, or folder (any class-per-folder image tree)")
+    prep.add_argument("--source", required=True, help="folder with the raw files (cifar10: or its archive)")
     prep.add_argument("--data_dir", help="TFDS data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     prep.add_argument("--overwrite", action="store_true", help="rebuild an already prepared dataset")
+    prep.add_argument("--name", dest="dataset_name", help="folder: the dataset's name (default: the source folder's)")
+    prep.add_argument("--skip_corrupt", action="store_true",
+                      help="folder: skip (and count) corrupt or unreadable images instead of stopping")
+    prep.add_argument("--resize", help="folder: resize every image to HEIGHTxWIDTH (needed when sizes differ)")
+    prep.add_argument("--test_fraction", type=float,
+                      help="folder without train/ and test/ folders: share held out as test (default 0.2)")
     prep.set_defaults(func=cmd_data_prepare)
 
     evaluate = sub.add_parser("evaluate", allow_abbrev=False, help="evaluate a trained run on a split",

@@ -45,6 +45,26 @@ def get_config() -> ml_collections.ConfigDict:
     c.data_dir = ""  # TFDS data_dir; '' means TFDS' default (~/tensorflow_datasets)
     c.download = False  # let TFDS download a missing dataset (needs the network)
     c.validation_split = 0.1  # fraction of train held out for validation (seeded)
+    c.in_memory_limit_mb = 4096.0  # datasets larger than this (uint8) stream from disk instead of device memory
+    # Preprocessing of every split, recorded in the workdir's dataset.json (jaxcnn/data/preprocess.py).
+    c.preprocess = ml_collections.ConfigDict()
+    c.preprocess.resize = ()  # (H, W) the model sees, e.g. (224, 224); () keeps the dataset's size
+    c.preprocess.normalize = "none"  # none (pixels in [0, 1]), dataset (train mean/std per channel), imagenet, custom
+    c.preprocess.mean = ()  # normalize=custom: per-channel mean on the 0-1 scale
+    c.preprocess.std = ()  # normalize=custom: per-channel std on the 0-1 scale
+    # Augmentation of training batches, on device (jaxcnn/data/augment.py); 0/false switches each off.
+    c.augment = ml_collections.ConfigDict()
+    c.augment.crop_padding = 0  # random crop of the image size after zero padding each side (CIFAR: 4)
+    c.augment.flip = False  # random horizontal flip
+    c.augment.rotation_degrees = 0.0  # random rotation in [-r, r] degrees
+    c.augment.zoom = 0.0  # random scale in [1 - zoom, 1 + zoom]
+    c.augment.translation = 0.0  # random shift up to this fraction of height and width
+    c.augment.fill = "constant"  # outside points of rotation/zoom/translation: constant (0), nearest, reflect, wrap
+    c.augment.brightness = 0.0  # random offset in [-b, b] on the 0-1 scale
+    c.augment.contrast = 0.0  # random contrast factor in [1 - c, 1 + c]
+    c.augment.cutout = 0  # side of one zeroed square per image, in pixels
+    c.augment.mixup = 0.0  # Beta(alpha, alpha) of mixup; labels become soft rows
+    c.augment.cutmix = 0.0  # Beta(alpha, alpha) of cutmix (with mixup too: one of them per batch)
     # Training.
     c.batch_size = 16
     c.eval_batch_size = 512
@@ -119,6 +139,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config.validation_split must be in [0, 1), got {config.validation_split}")
     if config.learning_rate <= 0:
         raise UserError(f"config.learning_rate must be positive, got {config.learning_rate}")
+    from jaxcnn import data
+    data.check_config(config)
 
 
 def _did_you_mean(key: str, known) -> str:
@@ -164,7 +186,7 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
     """Applies `{'key.sub': 'text'}` overrides with the types of the existing values."""
-    config = ml_collections.ConfigDict(config)  # a copy; the caller's config is untouched
+    config = config.copy_and_resolve_references()  # a deep copy: the caller's config (and its groups) untouched
     known = _flat_keys(get_config())
     for key, text in overrides.items():
         parts = key.split(".")

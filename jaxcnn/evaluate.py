@@ -148,15 +148,37 @@ def _predict_fn(head, mesh):
 
 def predict(state, head, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels (N,), probabilities (N, C) and per-example losses (N,) of every example of the
-    `DeviceSplit` `data`, in the split's order (its padding dropped)."""
+    split pipeline `data` (in memory or streamed), in the split's order (padding dropped)."""
     step = _predict_fn(head, data.mesh)
-    probs, losses = [], []
+    labels, probs, losses = [], [], []
     for batch in data.batches():  # no key: the split's own order, padding at the end
         batch_probs, batch_losses = step(state, batch)
+        labels.append(np.asarray(batch["label"]))
         probs.append(np.asarray(batch_probs))
         losses.append(np.asarray(batch_losses))
     n = data.num_examples
-    return np.asarray(data.labels)[:n], np.concatenate(probs)[:n], np.concatenate(losses)[:n]
+    return np.concatenate(labels)[:n], np.concatenate(probs)[:n], np.concatenate(losses)[:n]
+
+
+class _StreamedImages:
+    """A streamed split's images by index, on a 0-1 scale, read in one more pass (for the
+    misclassified grid, which shows a few of them): `images[indices]`."""
+
+    def __init__(self, data, dataset_info: dict):
+        self.data, self.mean, self.std = data, dataset_info.get("mean"), dataset_info.get("std")
+
+    def __getitem__(self, indices) -> np.ndarray:
+        wanted, found, offset = {int(i) for i in np.atleast_1d(indices)}, {}, 0
+        for batch in self.data.batches():
+            images, real = np.asarray(batch["image"]), int(np.asarray(batch["mask"]).sum())
+            found.update({offset + j: images[j] for j in range(real) if offset + j in wanted})
+            offset += real
+            if len(found) == len(wanted):
+                break
+        pictures = np.stack([found[int(i)] for i in np.atleast_1d(indices)])
+        if self.mean is not None:  # undo the normalization for display
+            pictures = pictures * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)
+        return pictures
 
 
 @dataclasses.dataclass
@@ -166,16 +188,20 @@ class Evaluation:
     labels: np.ndarray
     probs: np.ndarray
     results: dict
-    images: object  # the split's raw images (host or device array), for the misclassified grid
+    images: object  # the split's images (indexable by example), for the misclassified grid
     pixel_max: float
 
     @classmethod
     def compute(cls, state, head, data, dataset_info: dict, split: str) -> Evaluation:
-        """Predicts every example of the `DeviceSplit` `data` and reports on it; the loss is the
+        """Predicts every example of the split pipeline `data` and reports on it; the loss is the
         model's own (from its logits, as in training), not the log loss of rounded probabilities."""
         labels, probs, losses = predict(state, head, data)
         results = report(labels, probs, dataset_info["class_names"], loss=np.mean(losses, dtype=np.float64))
-        return cls(split, labels, probs, {"split": split, **results}, data.images, dataset_info["pixel_max"])
+        if hasattr(data, "images"):  # in device memory: the stored pixels
+            images, pixel_max = data.images, dataset_info["pixel_max"]
+        else:
+            images, pixel_max = _StreamedImages(data, dataset_info), 1.0
+        return cls(split, labels, probs, {"split": split, **results}, images, pixel_max)
 
     def save(self, workdir: str, plots: bool = True) -> list[str]:
         """Writes eval/<split>.json and eval/<split>_predictions.npz, and (with `plots`) the

@@ -178,39 +178,19 @@ def load_run(workdir: str, checkpoint: str = "latest") -> TrainedRun:
 def load_image(path: str, dataset_info: dict) -> np.ndarray:
     """One image file of any format and size, as the model's input (H, W, C) float32.
 
-    It is prepared as the training data was: converted to the trained channel count
-    (grayscale by ITU-R 601 luma, or RGB), resized to `image_shape` (shrunk by area averaging,
-    enlarged bilinearly),
-    scaled from its full range (0-255 for 8-bit files, the same scale as the dataset's
-    0-`pixel_max`) to 0-1, then normalized by `mean` and `std` when dataset.json has them.
-    EXIF orientation is applied, so a photo is read the way viewers show it.
+    It is prepared as the training data was (`jaxcnn.data.preprocess`): decoded and converted to
+    the trained channel count (`read_image`), scaled from its full range (0-255 for 8-bit files,
+    the same scale as the dataset's 0-`pixel_max`) to 0-1, resized to `image_shape`, and
+    normalized by `mean` and `std` when dataset.json has them (`Preprocess`). A model whose
+    pipeline resized its images (`resized` in dataset.json) gets the pipeline's resize;
+    otherwise a file is shrunk by area averaging, which keeps the most detail.
     """
-    from PIL import Image, ImageOps
+    from jaxcnn.data.preprocess import Preprocess, read_image
     height, width, channels = dataset_info["image_shape"]
-    if channels not in (1, 3):
-        raise UserError(f"the model takes {channels}-channel images; only 1 (grayscale) or 3 (RGB) can be "
-                        "made from an image file")
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale
-                image, full_scale = image.convert("F"), 65535.0
-            else:
-                image, full_scale = image.convert("L" if channels == 1 else "RGB"), 255.0
-            shrink = image.width >= width and image.height >= height
-            image = image.resize((width, height), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, np.float32) / full_scale
-    except FileNotFoundError:
-        raise UserError(f"image {path} does not exist; pass the path of an image file") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise UserError(f"cannot read image {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        "pass an image file (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
-    pixels = pixels.reshape(height, width, -1)
-    if pixels.shape[-1] != channels:  # 16-bit grayscale for an RGB model
-        pixels = np.repeat(pixels, channels, axis=-1)
-    if "mean" in dataset_info or "std" in dataset_info:
-        pixels = (pixels - np.float32(dataset_info.get("mean", 0.0))) / np.float32(dataset_info.get("std", 1.0))
-    return pixels
+    size = None if dataset_info.get("resized") else (height, width)
+    pixels, full_scale = read_image(path, channels, size=size)
+    preprocess = dataclasses.replace(Preprocess.from_description(dataset_info), pixel_max=full_scale)
+    return np.asarray(preprocess(pixels[None]))[0]
 
 
 def load_images(paths, dataset_info: dict) -> np.ndarray:

@@ -12,17 +12,24 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("JAXCNN_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
 MNIST_SOURCE = os.path.join(SHARED, "data", "mnist")
+CIFAR10_SOURCE = os.path.join(SHARED, "data", "cifar10")
+INTEL_SCENES_SOURCE = os.path.join(SHARED, "data", "intel_scenes")
+
+
+def prepared(tmp_path_factory, kind: str, source: str, what: str, **options) -> str:
+    """A temporary data_dir with `kind` prepared from `source` (skips when the copy is missing)."""
+    if not os.path.isdir(source):
+        pytest.skip(f"the offline {what} copy is missing: {source} (set JAXCNN_SHARED)")
+    from jaxcnn.data import prepare
+    data_dir = str(tmp_path_factory.mktemp(f"tfds_{kind}"))
+    prepare.prepare(kind, source, data_dir, **options)
+    return data_dir
 
 
 @pytest.fixture(scope="session")
 def mnist_data_dir(tmp_path_factory):
     """MNIST prepared once per session from ../shared/data/mnist into a temporary data_dir."""
-    if not os.path.isdir(MNIST_SOURCE):
-        pytest.skip(f"the offline MNIST copy is missing: {MNIST_SOURCE} (set JAXCNN_SHARED)")
-    from jaxcnn.data import prepare
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    prepare.prepare("mnist", MNIST_SOURCE, data_dir)
-    return data_dir
+    return prepared(tmp_path_factory, "mnist", MNIST_SOURCE, "MNIST")
 
 
 def run_python(code: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -30,6 +37,19 @@ def run_python(code: str, env: dict | None = None, timeout: int = 600) -> subpro
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
                           timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def cifar10_data_dir(tmp_path_factory):
+    """CIFAR-10 prepared once per session from ../shared/data/cifar10 (its .tar.xz archive)."""
+    return prepared(tmp_path_factory, "cifar10", CIFAR10_SOURCE, "CIFAR-10")
+
+
+@pytest.fixture(scope="session")
+def intel_scenes_data_dir(tmp_path_factory):
+    """The natural-scenes folder tree prepared once per session (150x150, as most of its images)."""
+    return prepared(tmp_path_factory, "folder", INTEL_SCENES_SOURCE, "natural-scenes",
+                    dataset_name="intel_scenes", resize=(150, 150))
 
 
 @pytest.fixture(scope="session")

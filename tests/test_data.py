@@ -101,10 +101,13 @@ def test_prepared_mnist_has_the_canonical_sizes_and_label_counts(mnist_data_dir)
 
 def test_prepared_mnist_matches_the_official_pixel_statistics(mnist_data_dir):
     config = config_lib.apply_overrides(config_lib.get_config(), {
-        "dataset": "mnist", "data_dir": mnist_data_dir, "validation_split": "0.0"})
+        "dataset": "mnist", "data_dir": mnist_data_dir, "validation_split": "0.0", "preprocess.normalize": "dataset"})
     dataset = data_lib.load(config)
     pixels = dataset.train.images / dataset.pixel_max
     assert abs(pixels.mean() - 0.1307) < 1e-4 and abs(pixels.std() - 0.3081) < 1e-4
+    # normalize=dataset measured the same statistics, and dataset.json records them
+    np.testing.assert_allclose(dataset.mean + dataset.std, (pixels.mean(), pixels.std()), atol=1e-9)
+    assert dataset.describe()["mean"] == list(dataset.mean)
 
 
 def test_prepared_mnist_gives_random_access_through_tfds_data_source(mnist_data_dir):

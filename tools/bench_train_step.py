@@ -11,13 +11,13 @@ Reports the compile (first step) time and the steady-state images/s: the median 
 """
 
 import argparse
-import json
-import platform
 import statistics
 import time
 
 import jax
 import numpy as np
+
+import benchlib
 
 
 def main():
@@ -81,12 +81,8 @@ def main():
         "images_per_s": round(statistics.median(rates)), "best_images_per_s": round(max(rates)),
         "ms_per_step": round(1000 * args.batch / statistics.median(rates), 2),
         "windows": [round(r) for r in rates],
-        "devices": [str(d) for d in jax.devices()], "jax": jax.__version__, "machine": platform.processor() or platform.machine(),
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    benchlib.report(result, args.out)
 
 
 if __name__ == "__main__":

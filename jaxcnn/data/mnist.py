@@ -37,13 +37,18 @@ def find_files(source: str) -> dict[str, str]:
         try:
             with opener(path, "rb") as f:
                 header = f.read(16 if magic == 2051 else 8)
-        except OSError as e:
+                labels = f.read() if magic == 2049 else b""
+        except (OSError, EOFError) as e:
             raise UserError(f"cannot read {path}: {e}; re-download the official MNIST file") from None
         got_magic, got_count = struct.unpack(">II", header[:8])
         dims = struct.unpack(">II", header[8:16]) if magic == 2051 else None
         if got_magic != magic or got_count != count or dims not in (None, (28, 28)):
             raise UserError(f"{path} is not the official MNIST {key.replace('_', ' ')} file "
                             f"(IDX magic {got_magic}, {got_count} items; expected {magic}, {count})")
+        bad = [i for i, label in enumerate(labels) if label > 9]
+        if bad:
+            raise UserError(f"{path}: label {labels[bad[0]]} of image {bad[0]} is outside 0..9 "
+                            f"({len(bad)} such labels); the file is corrupt, re-download it")
         found[key] = path
     return found
 

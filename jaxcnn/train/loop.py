@@ -15,6 +15,7 @@ from jaxcnn import config as config_lib
 from jaxcnn import data as data_lib
 from jaxcnn import models, optim
 from jaxcnn.data import pipeline
+from jaxcnn.data.augment import Augment
 from jaxcnn.errors import UserError
 from jaxcnn.heads import Head
 from jaxcnn.train import callbacks as callbacks_lib
@@ -37,12 +38,13 @@ class Trainer:
         self.model = models.create(config.model, num_classes=self.head.units, dtype=config.dtype,
                                    **config.model_kwargs.to_dict())
         self.mesh = mesh if mesh is not None else pipeline.make_mesh()
-        pixel_max = self.dataset.pixel_max
-        self.train_data = pipeline.DeviceSplit(self.dataset.train, self.mesh, config.batch_size, pixel_max)
+        preprocess = self.dataset.preprocess
+        augment = Augment.from_config(config.augment, self.dataset.num_classes)
+        self.train_data = pipeline.make_split(self.dataset.train, self.mesh, config.batch_size, preprocess, augment)
         eval_batch = math.lcm(config.eval_batch_size, self.mesh.size)
-        self.val_data = (pipeline.DeviceSplit(self.dataset.validation, self.mesh, eval_batch, pixel_max)
+        self.val_data = (pipeline.make_split(self.dataset.validation, self.mesh, eval_batch, preprocess)
                          if self.dataset.validation is not None else None)
-        self.test_data = pipeline.DeviceSplit(self.dataset.test, self.mesh, eval_batch, pixel_max)
+        self.test_data = pipeline.make_split(self.dataset.test, self.mesh, eval_batch, preprocess)
         self.steps_per_epoch = self.train_data.num_batches
         self.tx, self.lr_fn = optim.create(config, self.steps_per_epoch)
 
