@@ -1,6 +1,6 @@
-"""Building blocks shared by every model: activations, convolutions (plain, grouped,
-depthwise, depthwise-separable) with Keras' options and weight layouts, pooling, local
-response normalization and the max-norm constraint.
+"""Building blocks shared by every model: activations, pooling, dropout, convolutions
+(plain, grouped, depthwise, depthwise-separable) with Keras' options and weight layouts,
+local response normalization, input normalization and the max-norm constraint.
 
 Pooling is written as an elementwise max (or sum) over strided slices rather than
 `lax.reduce_window`: on XLA CPU the gradient of a reduce_window max pooling
@@ -141,6 +141,25 @@ def global_max_pool(x, keepdims: bool = False):
 def flatten(x):
     """Flattens all but the batch axis in NHWC order (Keras' Flatten order)."""
     return x.reshape(x.shape[0], -1)
+
+
+# --- dropout ------------------------------------------------------------------
+
+_DROPOUT_BROADCAST = {"unit": (), "channel": (1, 2), "example": (1, 2, 3)}
+
+
+def dropout(x, rate: float, train: bool, per: str = "unit"):
+    """Dropout (Srivastava et al. 2014), active only when `train`; call it inside a Flax
+    module (its noise comes from the 'dropout' RNG stream). `per` says what is dropped
+    together: 'unit' each value (Keras' Dropout), 'channel' whole feature maps (Keras'
+    SpatialDropout2D), 'example' a whole example's tensor (stochastic depth: dropping a
+    residual branch, Keras' Dropout with noise_shape=(None, 1, 1, 1)). Kept values are
+    scaled by 1 / (1 - rate), so evaluation needs no rescaling."""
+    if per not in _DROPOUT_BROADCAST:
+        raise ValueError(f"per must be one of {', '.join(_DROPOUT_BROADCAST)}, got {per!r}")
+    if not rate:
+        return x
+    return nn.Dropout(rate, broadcast_dims=_DROPOUT_BROADCAST[per], deterministic=not train)(x)
 
 
 # --- convolutions --------------------------------------------------------------

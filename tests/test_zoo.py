@@ -22,7 +22,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcnn import models
+from jaxcnn import cli, models
 from jaxcnn.errors import UserError
 from jaxcnn.models.summary import trace_layers
 from jaxcnn.train.state import count_params
@@ -440,3 +440,34 @@ def test_stochastic_depth_and_dropout_act_only_in_training():
     eval_a, eval_b, train_a, train_b = run(host_variables(model, x), x)
     np.testing.assert_array_equal(eval_a, eval_b)
     assert not np.allclose(train_a, train_b)
+
+
+# --- `jaxcnn models summary` ------------------------------------------------------
+
+def test_summary_prints_every_layer_the_totals_and_xla_flops(capsys):
+    assert cli.main(["models", "summary", "resnet20"]) == 0
+    out = capsys.readouterr().out
+    assert "Model: resnet20, input 32x32x3" in out
+    assert re.search(r"stage3_block3_conv2 \(Conv2D\)\s+\(None, 8, 8, 64\)\s+36,864", out)
+    assert re.search(r"head \(Dense\)\s+\(None, 10\)\s+650", out)
+    assert re.search(r"Total weights:\s+271,098", out) and re.search(r"Trainable parameters:\s+269,722", out)
+    assert re.search(r"Non-trainable:\s+1,376", out)
+    # XLA counts the multiply-adds of the convolutions and the head (2 FLOPs each) that
+    # touch real pixels: within 10% of the nominal 2 x H x W x kernel count of each layer.
+    _, _, layers, variables = shapes("resnet20")
+    nominal = sum(2 * np.prod(layer.output_shape[1:-1]) * variables["params"][layer.path[0]]["kernel"].size
+                  for layer in layers if layer.kind in ("Conv2D", "Dense"))
+    flops = float(re.search(r"FLOPs.*: ([\d.,]+) MFLOPs", out).group(1).replace(",", "")) * 1e6
+    assert 0.9 * nominal < flops < 1.1 * nominal
+
+
+def test_summary_takes_an_input_shape_and_classes_and_reports_bad_ones(capsys):
+    assert cli.main(["models", "summary", "resnet50", "--input", "64x64x3", "--classes", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "input 64x64x3" in out and "(None, 2, 2, 2048)" in out and re.search(r"head \(Dense\)\s+\(None, 5\)", out)
+    for argv, message in ((["resnet50", "--input", "64x64"], "is not HxWxC"),
+                          (["inception_v3", "--input", "32x32x3"], "cannot take a 32x32x3 input"),
+                          (["resnet5O"], "unknown model 'resnet5O'")):
+        assert cli.main(["models", "summary", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

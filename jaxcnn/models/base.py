@@ -45,7 +45,7 @@ class Classifier(nn.Module):
         return nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
     def dropout(self, x, train: bool):
-        return nn.Dropout(self.dropout_rate, deterministic=not train)(x) if self.dropout_rate else x
+        return layers.dropout(x, self.dropout_rate, train)
 
     def act(self, x):
         return layers.activation(self.activation)(x)

@@ -64,31 +64,28 @@ class EfficientNet(Classifier):
         large = self.width_coefficient >= 1.6  # torchvision's B5, B6 and B7
         return dict(epsilon=1e-3, momentum=0.99) if large else dict(epsilon=1e-5, momentum=0.9)
 
-    def conv_bn(self, x, filters, kernel_size, strides, name, train, depthwise=False, bn_name=None):
+    def conv_bn(self, x, filters, kernel_size, strides, name, bn_name, train, depthwise=False):
         padding = "same" if self.layout == "keras" else kernel_size // 2
         if depthwise:
             x = self.depthwise_conv(x, kernel_size, strides, padding, name=name)
         else:
             x = self.conv(x, filters, kernel_size, strides, padding, name=name)
-        return self.bn(x, train, name=bn_name or name.replace("conv", "bn"), **self.bn_settings())
+        return self.bn(x, train, name=bn_name, **self.bn_settings())
 
     def block(self, x, expansion, kernel_size, strides, filters_in, filters_out, drop_rate, name, train):
         inputs = x
         filters = filters_in * expansion
         if expansion != 1:
-            x = self.act(self.conv_bn(x, filters, 1, 1, f"{name}expand_conv", train))
-        x = self.act(self.conv_bn(x, None, kernel_size, strides, f"{name}dwconv", train, depthwise=True,
-                                  bn_name=f"{name}bn"))
+            x = self.act(self.conv_bn(x, filters, 1, 1, f"{name}expand_conv", f"{name}expand_bn", train))
+        x = self.act(self.conv_bn(x, None, kernel_size, strides, f"{name}dwconv", f"{name}bn", train, depthwise=True))
         if not self.lite:  # squeeze-and-excitation
             se = layers.global_avg_pool(x, keepdims=True)
             se = self.act(self.conv(se, max(1, int(filters_in * 0.25)), 1, use_bias=True, name=f"{name}se_reduce"))
             se = nn.sigmoid(self.conv(se, filters, 1, use_bias=True, name=f"{name}se_expand"))
             x = x * se
-        x = self.conv_bn(x, filters_out, 1, 1, f"{name}project_conv", train)
+        x = self.conv_bn(x, filters_out, 1, 1, f"{name}project_conv", f"{name}project_bn", train)
         if strides == 1 and filters_in == filters_out:
-            if drop_rate:  # stochastic depth: drop the whole residual branch per example
-                x = nn.Dropout(drop_rate, broadcast_dims=(1, 2, 3), deterministic=not train)(x)
-            x = x + inputs
+            x = layers.dropout(x, drop_rate, train, per="example") + inputs  # stochastic depth
         return x
 
     def filters(self, count: int) -> int:
@@ -105,7 +102,7 @@ class EfficientNet(Classifier):
         self.check_options()
         if self.include_preprocessing:
             x = layers.Normalization(name="normalization")(x)
-        x = self.act(self.conv_bn(x, 32 if self.lite else self.filters(32), 3, 2, "stem_conv", train))
+        x = self.act(self.conv_bn(x, 32 if self.lite else self.filters(32), 3, 2, "stem_conv", "stem_bn", train))
         self.sow("intermediates", "stem_act", x)
         total = sum(self.repeats(s) for s in range(len(_STAGES)))
         b = 0
@@ -118,7 +115,7 @@ class EfficientNet(Classifier):
                                self.drop_connect_rate * b / total, name, train)
                 self.sow("intermediates", f"{name}act", x)
                 b += 1
-        x = self.act(self.conv_bn(x, 1280 if self.lite else self.filters(1280), 1, 1, "top_conv", train))
+        x = self.act(self.conv_bn(x, 1280 if self.lite else self.filters(1280), 1, 1, "top_conv", "top_bn", train))
         self.sow("intermediates", "top_act", x)
         return self.top(x, train)
 
