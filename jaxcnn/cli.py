@@ -2,6 +2,7 @@
 
     jaxcnn train [--config experiments/X.py[:arg]] [--workdir DIR] [--config.key=value ...]
     jaxcnn models
+    jaxcnn models summary NAME [--input HxWxC] [--classes N]
     jaxcnn data prepare NAME --source DIR [--data_dir DIR] [--overwrite]
     jaxcnn data prepare folder --source DIR [--name NAME] [--skip_corrupt] [--resize HxW]
     jaxcnn evaluate --workdir DIR [--split test] [--checkpoint latest|best]
@@ -60,6 +61,12 @@ def cmd_train(args, extra: list[str]) -> int:
 
 def cmd_models(args, extra) -> int:
     from jaxcnn import models
+    if args.models_command == "summary":
+        from jaxcnn.models import summary
+        shape = summary.parse_input_shape(args.input) if args.input else models.input_shape(args.name)
+        model = models.create(args.name, num_classes=args.classes)
+        print(summary.summarize(model, shape, name=args.name).format())
+        return 0
     for name in models.names():
         print(name)
     return 0
@@ -144,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     models = sub.add_parser("models", help="list the registered models")
-    models.set_defaults(func=cmd_models)
+    models.set_defaults(func=cmd_models, models_command=None)
+    models_sub = models.add_subparsers(dest="models_command")
+    summary = models_sub.add_parser("summary", help="layer table, weight counts and forward FLOPs of a model")
+    summary.add_argument("name", help="a name from `jaxcnn models`")
+    summary.add_argument("--input", help="input shape HxWxC (default: the model's own, e.g. 224x224x3)")
+    summary.add_argument("--classes", type=int, help="number of classes (default: the model's own, e.g. 1000)")
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)

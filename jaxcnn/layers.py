@@ -1,4 +1,6 @@
-"""Building blocks shared by every model: activations and pooling.
+"""Building blocks shared by every model: activations, pooling, dropout, convolutions
+(plain, grouped, depthwise, depthwise-separable) with Keras' options and weight layouts,
+local response normalization, input normalization and the max-norm constraint.
 
 Pooling is written as an elementwise max (or sum) over strided slices rather than
 `lax.reduce_window`: on XLA CPU the gradient of a reduce_window max pooling
@@ -12,9 +14,12 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 Padding = str | int | Sequence[tuple[int, int]]
 
@@ -27,9 +32,11 @@ def step(x):
     return jnp.where(x > 0, 1.0, 0.0).astype(x.dtype)
 
 
-def leaky_relu(x, negative_slope: float = 0.3):
-    """LeakyReLU with Keras' default slope (keras.layers.LeakyReLU: 0.3)."""
-    return jnp.where(x >= 0, x, negative_slope * x)
+def leaky_relu(x, negative_slope: float = 0.3, *, alpha: float | None = None):
+    """LeakyReLU with Keras' default slope (keras.layers.LeakyReLU: 0.3); `alpha` is
+    the slope's name in Keras 2 and in the course."""
+    slope = negative_slope if alpha is None else alpha
+    return jnp.where(x >= 0, x, slope * x)
 
 
 def linear(x):
@@ -63,17 +70,23 @@ def activation(name: str | Callable, **kwargs) -> Callable:
 
 # --- pooling -------------------------------------------------------------------
 
+def same_padding(sizes: Sequence[int], window: Sequence[int], strides: Sequence[int]) -> list[tuple[int, int]]:
+    """TensorFlow's (and Keras') 'same' padding: the output has ceil(n / stride) cells,
+    the odd extra cell of padding goes after (Keras' `correct_pad` for odd kernels)."""
+    pads = []
+    for n, k, s in zip(sizes, window, strides):
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        pads.append((total // 2, total - total // 2))
+    return pads
+
+
 def _pads(sizes, window, strides, padding: Padding) -> list[tuple[int, int]]:
     if isinstance(padding, str):
         mode = padding.upper()
         if mode == "VALID":
             return [(0, 0)] * len(sizes)
-        if mode == "SAME":  # TF/Keras: output ceil(n / s), extra padding after
-            pads = []
-            for n, k, s in zip(sizes, window, strides):
-                total = max((-(-n // s) - 1) * s + k - n, 0)
-                pads.append((total // 2, total - total // 2))
-            return pads
+        if mode == "SAME":
+            return same_padding(sizes, window, strides)
         raise ValueError(f"padding must be 'SAME', 'VALID' or explicit pairs, got {padding!r}")
     if isinstance(padding, int):
         return [(padding, padding)] * len(sizes)
@@ -128,3 +141,239 @@ def global_max_pool(x, keepdims: bool = False):
 def flatten(x):
     """Flattens all but the batch axis in NHWC order (Keras' Flatten order)."""
     return x.reshape(x.shape[0], -1)
+
+
+# --- dropout ------------------------------------------------------------------
+
+_DROPOUT_BROADCAST = {"unit": (), "channel": (1, 2), "example": (1, 2, 3)}
+
+
+def dropout(x, rate: float, train: bool, per: str = "unit"):
+    """Dropout (Srivastava et al. 2014), active only when `train`; call it inside a Flax
+    module (its noise comes from the 'dropout' RNG stream). `per` says what is dropped
+    together: 'unit' each value (Keras' Dropout), 'channel' whole feature maps (Keras'
+    SpatialDropout2D), 'example' a whole example's tensor (stochastic depth: dropping a
+    residual branch, Keras' Dropout with noise_shape=(None, 1, 1, 1)). Kept values are
+    scaled by 1 / (1 - rate), so evaluation needs no rescaling."""
+    if per not in _DROPOUT_BROADCAST:
+        raise ValueError(f"per must be one of {', '.join(_DROPOUT_BROADCAST)}, got {per!r}")
+    if not rate:
+        return x
+    return nn.Dropout(rate, broadcast_dims=_DROPOUT_BROADCAST[per], deterministic=not train)(x)
+
+
+# --- convolutions --------------------------------------------------------------
+# Kernels are stored in Keras' layouts (Conv2D: HWIO; DepthwiseConv2D: H, W, in,
+# multiplier; SeparableConv2D: both), so Keras weights load without reshaping.
+
+def _pair(value, what: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if len(value) == 2 and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+
+
+def conv_padding(padding: Padding) -> str | list[tuple[int, int]]:
+    """Keras' 'same'/'valid' (any case), an int, (pad_h, pad_w) or ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"padding must be 'same', 'valid' or explicit, got {padding!r}")
+        return padding.upper()
+    if isinstance(padding, int):
+        return [(padding, padding)] * 2
+    if len(padding) == 2 and all(isinstance(p, int) for p in padding):
+        return [(p, p) for p in padding]
+    if len(padding) == 2 and all(len(p) == 2 for p in padding):
+        return [tuple(p) for p in padding]
+    raise ValueError(f"padding must be 'same', 'valid', an int, (h, w) or ((top, bottom), (left, right)); "
+                     f"got {padding!r}")
+
+
+def _conv(x, kernel, strides, padding, dilation, groups, dtype):
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=dtype)
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=_pair(strides, "strides"), padding=conv_padding(padding),
+        rhs_dilation=_pair(dilation, "dilation_rate"), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups)
+
+
+he_normal = nn.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
+"""He initialization over the fan-out, the default of the zoo's convolutions (He et al.
+2015; Keras' EfficientNet, torchvision's ResNet and MobileNet)."""
+
+
+class Conv2D(nn.Module):
+    """Keras' Conv2D: `filters`, `kernel_size`, `strides`, `padding` ('same', 'valid' or
+    explicit), `activation`, `use_bias`, `groups` (grouped convolution, as in AlexNet's
+    two-GPU model) and `dilation_rate`. Parameters: `kernel` (H, W, in/groups, filters),
+    `bias`."""
+    filters: int
+    kernel_size: int | tuple[int, int] = 3
+    strides: int | tuple[int, int] = 1
+    padding: Padding = "valid"
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    groups: int = 1
+    dilation_rate: int | tuple[int, int] = 1
+    kernel_init: Callable = nn.initializers.glorot_uniform()
+    bias_init: Callable = nn.initializers.zeros
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        if channels % self.groups or self.filters % self.groups:
+            raise ValueError(f"groups={self.groups} must divide the input channels ({channels}) "
+                             f"and the filters ({self.filters})")
+        kernel = self.param("kernel", self.kernel_init,
+                            (*_pair(self.kernel_size, "kernel_size"), channels // self.groups, self.filters),
+                            self.param_dtype)
+        y = _conv(x, kernel, self.strides, self.padding, self.dilation_rate, self.groups, self.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (self.filters,), self.param_dtype).astype(y.dtype)
+        return y if self.activation is None else activation(self.activation)(y)
+
+
+def _depthwise(x, depthwise_kernel, strides, padding, dilation, dtype):
+    """Convolves each input channel with its own `multiplier` filters (output channel
+    c * multiplier + m, as TensorFlow orders them)."""
+    kh, kw, channels, multiplier = depthwise_kernel.shape
+    kernel = depthwise_kernel.reshape(kh, kw, 1, channels * multiplier)
+    return _conv(x, kernel, strides, padding, dilation, channels, dtype)
+
+
+class DepthwiseConv2D(nn.Module):
+    """Keras' DepthwiseConv2D: one `kernel_size` filter per input channel (times
+    `depth_multiplier`). Parameters: `kernel` (H, W, in, depth_multiplier), `bias`."""
+    kernel_size: int | tuple[int, int] = 3
+    strides: int | tuple[int, int] = 1
+    padding: Padding = "valid"
+    depth_multiplier: int = 1
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    dilation_rate: int | tuple[int, int] = 1
+    kernel_init: Callable = nn.initializers.glorot_uniform()
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init,
+                            (*_pair(self.kernel_size, "kernel_size"), channels, self.depth_multiplier),
+                            self.param_dtype)
+        y = _depthwise(x, kernel, self.strides, self.padding, self.dilation_rate, self.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (channels * self.depth_multiplier,),
+                               self.param_dtype).astype(y.dtype)
+        return y if self.activation is None else activation(self.activation)(y)
+
+
+class SeparableConv2D(nn.Module):
+    """Keras' SeparableConv2D (depthwise-separable convolution, Xception/MobileNet): a
+    depthwise `kernel_size` convolution per channel, then a 1x1 convolution to `filters`.
+    Parameters: `depthwise_kernel` (H, W, in, depth_multiplier), `pointwise_kernel`
+    (1, 1, in * depth_multiplier, filters), `bias`."""
+    filters: int
+    kernel_size: int | tuple[int, int] = 3
+    strides: int | tuple[int, int] = 1
+    padding: Padding = "valid"
+    depth_multiplier: int = 1
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    dilation_rate: int | tuple[int, int] = 1
+    kernel_init: Callable = nn.initializers.glorot_uniform()
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        depthwise = self.param("depthwise_kernel", self.kernel_init,
+                               (*_pair(self.kernel_size, "kernel_size"), channels, self.depth_multiplier),
+                               self.param_dtype)
+        pointwise = self.param("pointwise_kernel", self.kernel_init,
+                               (1, 1, channels * self.depth_multiplier, self.filters), self.param_dtype)
+        y = _depthwise(x, depthwise, self.strides, self.padding, self.dilation_rate, self.dtype)
+        y = _conv(y, pointwise, 1, "VALID", 1, 1, self.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.filters,), self.param_dtype).astype(y.dtype)
+        return y if self.activation is None else activation(self.activation)(y)
+
+
+def zero_pad(x, padding: Padding):
+    """Keras' ZeroPadding2D: an int, (pad_h, pad_w) or ((top, bottom), (left, right))."""
+    pads = conv_padding(padding)
+    if isinstance(pads, str):
+        raise ValueError("zero_pad takes explicit padding, not 'same'/'valid'")
+    return jnp.pad(x, [(0, 0), *pads, (0, 0)])
+
+
+# --- normalization and constraints ---------------------------------------------
+
+def local_response_normalization(x, depth_radius: int = 2, bias: float = 2.0, alpha: float = 1e-4,
+                                 beta: float = 0.75):
+    """AlexNet's local response normalization across channels (Krizhevsky et al. 2012,
+    section 3.3): x / (bias + alpha * sum of x^2 over the 2 * depth_radius + 1 nearest
+    channels) ** beta. The defaults are the paper's (n = 5, k = 2, alpha = 1e-4,
+    beta = 0.75); the formula is tf.nn.local_response_normalization's (alpha is not
+    divided by n, unlike Caffe's and PyTorch's LocalResponseNorm)."""
+    squares = jnp.square(x.astype(jnp.float32))
+    padded = jnp.pad(squares, [(0, 0)] * (x.ndim - 1) + [(depth_radius, depth_radius)])
+    channels = x.shape[-1]
+    window_sum = sum(jax.lax.slice_in_dim(padded, i, i + channels, axis=-1) for i in range(2 * depth_radius + 1))
+    return (x / (bias + alpha * window_sum) ** beta).astype(x.dtype)
+
+
+def max_norm(kernel, max_value: float = 2.0, axis: int | Sequence[int] | None = None):
+    """Keras' MaxNorm constraint: rescales each unit's incoming weight vector to an L2
+    norm of at most `max_value` (Srivastava et al. 2014). `axis` None is every axis but
+    the last: per output unit of a Dense kernel (Keras axis=0) and per filter of a Conv2D
+    kernel (Keras axis=[0, 1, 2])."""
+    if axis is None:
+        axis = tuple(range(kernel.ndim - 1))
+    norms = jnp.sqrt(jnp.sum(jnp.square(kernel), axis=axis, keepdims=True))
+    return kernel * (jnp.clip(norms, 0, max_value) / (1e-7 + norms))
+
+
+def max_norm_constraint(max_value: float = 2.0, include: Callable[[str], bool] | None = None
+                        ) -> optax.GradientTransformation:
+    """The max-norm constraint as the last link of an optax chain: the updated kernels
+    (every parameter named `kernel`, or those whose '/'-joined path `include` accepts)
+    satisfy `max_norm`, as Keras applies `kernel_constraint` after each optimizer step.
+
+        tx = optax.chain(optax.sgd(0.1, momentum=0.9), layers.max_norm_constraint(3.0))
+    """
+    def selected(path) -> bool:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        return include(name) if include is not None else name.endswith("kernel")
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("max_norm_constraint needs the parameters: tx.update(grads, state, params)")
+        projected = jax.tree_util.tree_map_with_path(
+            lambda path, u, p: max_norm(p + u, max_value) - p if selected(path) else u, updates, params)
+        return projected, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+class Normalization(nn.Module):
+    """Keras' Normalization layer: (x - mean) / max(sqrt(variance), 1e-7) per channel.
+
+    Its statistics are not trained: `mean`, `variance` and `count` (of the examples they
+    were computed from; float32 here, an integer in Keras) live in the `batch_stats`
+    collection with BatchNorm's. They start as the identity (0, 1, 0), until set from
+    data or pretrained weights (Keras' EfficientNet stores ImageNet's there).
+    """
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((channels,), jnp.float32))
+        variance = self.variable("batch_stats", "variance", lambda: jnp.ones((channels,), jnp.float32))
+        self.variable("batch_stats", "count", lambda: jnp.zeros((), jnp.float32))
+        scale = jnp.maximum(jnp.sqrt(variance.value), 1e-7)
+        return ((x - mean.value) / scale).astype(x.dtype)

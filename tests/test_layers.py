@@ -6,6 +6,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import optax
 
 from jaxcnn import layers
 
@@ -82,3 +83,138 @@ def test_step_is_heaviside_with_zero_gradient():
 def test_unknown_activation_names_the_known_ones():
     with pytest.raises(ValueError, match="relu"):
         layers.activation("rectifier")
+
+
+# --- convolutions: Keras' layers with the same weights ------------------------------
+
+def _keras_outputs(layer, x, weights):
+    layer.build(x.shape)
+    layer.set_weights(weights)
+    return np.asarray(layer(x))
+
+
+def _ours(module, x):
+    variables = module.init(jax.random.key(0), x)
+    return module, variables
+
+
+CONVS = [  # options of both, our padding, Keras' padding (explicit padding: Keras pads first)
+    (dict(filters=6, kernel_size=3), "valid", "valid"),
+    (dict(filters=6, kernel_size=3, strides=2), "same", "same"),
+    (dict(filters=6, kernel_size=(1, 7)), "same", "same"),
+    (dict(filters=4, kernel_size=5, strides=2), "same", "same"),
+    (dict(filters=6, kernel_size=3, groups=2), "same", "same"),
+    (dict(filters=6, kernel_size=3, dilation_rate=2), "same", "same"),
+    (dict(filters=6, kernel_size=3, strides=2), ((1, 2), (0, 1)), "valid"),
+]
+
+
+@pytest.mark.parametrize("options,padding,keras_padding", CONVS)
+def test_conv2d_matches_keras(options, padding, keras_padding):
+    x = np.random.default_rng(0).normal(size=(2, 11, 10, 4)).astype(np.float32)
+    module, variables = _ours(layers.Conv2D(padding=padding, activation="relu", **options), x)
+    kernel, bias = variables["params"]["kernel"], variables["params"]["bias"] + 0.1
+    keras_x = x if isinstance(padding, str) else np.pad(x, [(0, 0), *padding, (0, 0)])
+    expected = _keras_outputs(keras.layers.Conv2D(padding=keras_padding, activation="relu", **options), keras_x,
+                              [np.asarray(kernel), np.asarray(bias)])
+    out = module.apply({"params": {"kernel": kernel, "bias": bias}}, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides,padding,multiplier", [(1, "same", 1), (2, "same", 2), (2, "valid", 1)])
+def test_depthwise_and_separable_convs_match_keras(strides, padding, multiplier):
+    x = np.random.default_rng(0).normal(size=(2, 10, 9, 3)).astype(np.float32)
+    depthwise, variables = _ours(layers.DepthwiseConv2D(3, strides, padding, depth_multiplier=multiplier), x)
+    weights = [np.asarray(variables["params"]["kernel"]), np.full(3 * multiplier, 0.1, np.float32)]
+    expected = _keras_outputs(keras.layers.DepthwiseConv2D(3, strides, padding, depth_multiplier=multiplier),
+                              x, weights)
+    out = depthwise.apply({"params": {"kernel": weights[0], "bias": weights[1]}}, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+    separable, variables = _ours(layers.SeparableConv2D(5, 3, strides, padding, depth_multiplier=multiplier), x)
+    params = {**variables["params"], "bias": np.full(5, 0.1, np.float32)}
+    expected = _keras_outputs(keras.layers.SeparableConv2D(5, 3, strides, padding, depth_multiplier=multiplier), x,
+                              [np.asarray(params[k]) for k in ("depthwise_kernel", "pointwise_kernel", "bias")])
+    np.testing.assert_allclose(separable.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_rejects_unknown_padding_and_indivisible_groups():
+    x = jnp.zeros((1, 8, 8, 3))
+    with pytest.raises(ValueError, match="padding"):
+        layers.Conv2D(4, padding="full").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="groups=2"):
+        layers.Conv2D(4, groups=2).init(jax.random.key(0), x)
+
+
+def test_zero_padding_and_normalization_match_keras():
+    x = np.random.default_rng(0).normal(size=(2, 5, 6, 3)).astype(np.float32)
+    np.testing.assert_array_equal(layers.zero_pad(x, ((1, 2), (0, 1))),
+                                  keras.layers.ZeroPadding2D(((1, 2), (0, 1)))(x))
+    mean, variance = np.array([0.1, -0.2, 0.3], np.float32), np.array([0.5, 2.0, 1.5], np.float32)
+    module = layers.Normalization()
+    variables = module.init(jax.random.key(0), x)
+    assert set(variables) == {"batch_stats"}  # statistics, never trained
+    np.testing.assert_array_equal(module.apply(variables, x), x)  # the identity until set
+    variables = {"batch_stats": {"mean": mean, "variance": variance, "count": np.float32(10)}}
+    np.testing.assert_allclose(module.apply(variables, x),
+                               keras.layers.Normalization(mean=mean, variance=variance)(x), rtol=1e-5, atol=1e-6)
+
+
+# --- local response normalization and max-norm -------------------------------------
+
+def test_local_response_normalization_is_the_papers_formula():
+    """b[c] = a[c] / (k + alpha * sum over channels max(0, c - n/2) .. min(N - 1, c + n/2) of a^2) ** beta."""
+    a = np.random.default_rng(0).normal(scale=20.0, size=(2, 3, 4, 7)).astype(np.float32)
+    n, k, alpha, beta = 5, 2.0, 1e-4, 0.75
+    expected = np.empty_like(a)
+    for c in range(a.shape[-1]):
+        window = a[..., max(0, c - n // 2): min(a.shape[-1], c + n // 2 + 1)]
+        expected[..., c] = a[..., c] / (k + alpha * np.sum(window ** 2, axis=-1)) ** beta
+    np.testing.assert_allclose(layers.local_response_normalization(a), expected, rtol=1e-5)
+    np.testing.assert_allclose(layers.local_response_normalization(a, depth_radius=1, bias=1.0, alpha=1e-3, beta=0.5),
+                               a / np.sqrt(1.0 + 1e-3 * sum(np.pad(a ** 2, [(0, 0)] * 3 + [(1, 1)])[..., i:i + 7]
+                                                            for i in range(3))), rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape,keras_axis", [((6, 4), 0), ((3, 3, 2, 4), [0, 1, 2])])
+def test_max_norm_matches_keras_constraint(shape, keras_axis):
+    kernel = np.random.default_rng(0).normal(scale=2.0, size=shape).astype(np.float32)
+    np.testing.assert_allclose(layers.max_norm(kernel, 2.0), keras.constraints.MaxNorm(2.0, axis=keras_axis)(kernel),
+                               rtol=1e-5)
+
+
+def test_max_norm_constraint_projects_kernels_after_each_update():
+    params = {"dense": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)}}
+    tx = optax.chain(optax.sgd(1.0), layers.max_norm_constraint(1.5))
+    grads = {"dense": {"kernel": -jnp.ones((4, 3)), "bias": -jnp.ones(3)}}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(jnp.linalg.norm(new["dense"]["kernel"], axis=0), 1.5, rtol=1e-5)  # 4 -> capped
+    np.testing.assert_allclose(new["dense"]["bias"], 2.0)  # biases are not constrained
+
+
+def test_leaky_relu_takes_the_courses_alpha():
+    x = np.linspace(-3, 3, 13, dtype=np.float32)
+    np.testing.assert_allclose(layers.activation("leaky_relu", alpha=0.1)(x),
+                               keras.layers.LeakyReLU(negative_slope=0.1)(x), rtol=1e-6)
+
+
+class _Dropout(nn.Module):
+    rate: float
+    per: str
+
+    @nn.compact
+    def __call__(self, x, train):
+        return layers.dropout(x, self.rate, train, self.per)
+
+
+@pytest.mark.parametrize("per,together", [("unit", ()), ("channel", (1, 2)), ("example", (1, 2, 3))])
+def test_dropout_drops_units_feature_maps_or_examples_together_only_in_training(per, together):
+    x = jnp.ones((64, 4, 5, 8))
+    module = _Dropout(0.5, per)
+    np.testing.assert_array_equal(module.apply({}, x, train=False), x)
+    out = np.asarray(module.apply({}, x, train=True, rngs={"dropout": jax.random.key(0)}))
+    assert set(np.unique(out)) == {0.0, 2.0}  # kept values are scaled by 1 / (1 - rate)
+    if together:  # every group dropped together is constant
+        assert np.all(out.min(axis=together) == out.max(axis=together))
+    assert 0.4 < (out == 0).mean() < 0.6

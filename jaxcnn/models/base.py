@@ -1,14 +1,41 @@
-"""What every classifier family shares: its Keras-style options and dense layers."""
+"""What every classifier family shares: its Keras-style options and layer helpers.
+
+Keras' `applications` options mean the same here:
+
+- `include_top=True`: the family's own classifier ends the model (named `head`, the
+  layer transfer learning replaces), returning `num_classes` logits;
+- `include_top=False`: the model returns its features, and `pooling` says how:
+  None (the last feature map, NHWC), 'avg' or 'max' (global pooling to (N, C)).
+
+Layers are named as in `keras.applications` wherever Keras has the model (e.g.
+ResNet50's `conv2_block1_1_conv`), so Keras weights map by layer name and a base can be
+frozen by name; torchvision key mappings are in each family's docstring.
+"""
+
+from __future__ import annotations
 
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn import layers
+from jaxcnn.errors import UserError
+
+POOLINGS = (None, "avg", "max")
+LAYOUTS = ("keras", "torch")
+
+
+def check_choice(option: str, value, allowed) -> None:
+    if value not in allowed:
+        raise UserError(f"{option}={value!r} is not one of {', '.join(map(repr, allowed))}; pick one of them")
+
 
 class Classifier(nn.Module):
     """Fields common to all families; a family adds its own after these."""
     num_classes: int = 1000
+    include_top: bool = True
+    pooling: str | None = None
     activation: str = "relu"
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
@@ -18,4 +45,73 @@ class Classifier(nn.Module):
         return nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
     def dropout(self, x, train: bool):
-        return nn.Dropout(self.dropout_rate, deterministic=not train)(x) if self.dropout_rate else x
+        return layers.dropout(x, self.dropout_rate, train)
+
+    def act(self, x):
+        return layers.activation(self.activation)(x)
+
+    def hidden_dense(self, x, features: int, name: str, train: bool):
+        """Dense -> activation (sown as `<name>_act`) -> dropout: a classifier's hidden layer."""
+        x = self.act(self.dense(features, name)(x))
+        self.sow("intermediates", f"{name}_act", x)
+        return self.dropout(x, train)
+
+    def conv(self, x, filters: int, kernel_size, strides=1, padding: layers.Padding = "same", *, name: str,
+             use_bias: bool = False, groups: int = 1, kernel_init=layers.he_normal):
+        """A convolution without activation (a BatchNorm usually follows, hence no bias)."""
+        return layers.Conv2D(filters, kernel_size, strides, padding, use_bias=use_bias, groups=groups,
+                             kernel_init=kernel_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                             name=name)(x)
+
+    def separable_conv(self, x, filters: int, kernel_size, strides=1, padding: layers.Padding = "same", *,
+                       name: str, use_bias: bool = False):
+        return layers.SeparableConv2D(filters, kernel_size, strides, padding, use_bias=use_bias,
+                                      kernel_init=layers.he_normal, dtype=self.dtype,
+                                      param_dtype=self.param_dtype, name=name)(x)
+
+    def depthwise_conv(self, x, kernel_size, strides=1, padding: layers.Padding = "same", *, name: str,
+                       use_bias: bool = False):
+        return layers.DepthwiseConv2D(kernel_size, strides, padding, use_bias=use_bias,
+                                      kernel_init=layers.he_normal, dtype=self.dtype,
+                                      param_dtype=self.param_dtype, name=name)(x)
+
+    def bn(self, x, train: bool, *, name: str, epsilon: float, momentum: float, use_scale: bool = True):
+        """BatchNorm with running statistics in `batch_stats`. `momentum` is Keras' (and
+        Flax's): the running average keeps `momentum` of itself per step; PyTorch's
+        `momentum=0.1` is 0.9 here."""
+        return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                            use_scale=use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+
+    def check_options(self) -> None:
+        check_choice("pooling", self.pooling, POOLINGS)
+        if self.include_top and self.pooling is not None:
+            raise UserError(f"pooling={self.pooling!r} applies to the features only: pass include_top=False "
+                            "with it (the classifier pools on its own)")
+        if not 0 <= self.dropout_rate < 1:
+            raise UserError(f"dropout_rate={self.dropout_rate} must be in [0, 1)")
+
+    def pool_features(self, x):
+        """The features as `pooling` asks (include_top=False)."""
+        if self.pooling == "avg":
+            return layers.global_avg_pool(x)
+        if self.pooling == "max":
+            return layers.global_max_pool(x)
+        return x
+
+    def flatten_top(self, x, hidden: tuple[tuple[str, int], ...], train: bool):
+        """The classic top: flatten, the `hidden` (name, units) Dense layers, each with
+        dropout, and the `head`; or, without the top, the pooled features."""
+        if not self.include_top:
+            return self.pool_features(x)
+        x = layers.flatten(x)
+        for name, features in hidden:
+            x = self.hidden_dense(x, features, name, train)
+        return self.dense(self.num_classes, "head")(x)
+
+    def top(self, x, train: bool):
+        """Keras' top of a modern network: global average pooling, dropout, the `head`
+        Dense; or, without the top, the pooled features."""
+        if not self.include_top:
+            return self.pool_features(x)
+        x = self.dropout(layers.global_avg_pool(x), train)
+        return self.dense(self.num_classes, "head")(x)
