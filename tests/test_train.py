@@ -9,7 +9,6 @@ import jax
 from jaxcnn import config as config_lib
 from jaxcnn.data import Dataset, Split, sources
 from jaxcnn.train import Callback, Trainer, fit
-from conftest import run_python
 
 
 def make_config(**overrides):
@@ -105,29 +104,3 @@ def test_a_nan_loss_stops_with_a_clear_error(tmp_path):
     dataset = Dataset("digits", broken, None, d.test, d.class_names, pixel_max=0.0)  # 0/0 -> NaN pixels
     with pytest.raises(UserError, match="loss became nan in epoch 1"):
         Trainer(make_config(epochs=2), dataset=dataset).fit()
-
-
-SHARDED_RUN = """
-import json, jax
-from jaxcnn import config as config_lib
-from jaxcnn.train import Trainer
-c = config_lib.get_config(); c.verbose = 0; c.epochs = 2; c.batch_size = 32
-t = Trainer(c)
-h = t.fit()
-print(json.dumps({"devices": jax.device_count(), "batch_shards": len(next(t.train_data.batches())["image"].sharding.device_set),
-                  "loss": h.history["loss"], "val_loss": h.history["val_loss"]}))
-"""
-
-
-def test_data_parallel_over_four_devices_equals_one_device():
-    results = []
-    for devices in (1, 4):
-        proc = run_python(SHARDED_RUN, env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-                                            "JAX_PLATFORMS": "cpu"})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    one, four = results
-    assert (one["devices"], four["devices"]) == (1, 4)
-    assert four["batch_shards"] == 4  # each batch is split over the four devices
-    np.testing.assert_allclose(four["loss"], one["loss"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(four["val_loss"], one["val_loss"], rtol=0, atol=1e-5)

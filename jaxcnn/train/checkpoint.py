@@ -90,7 +90,11 @@ class Checkpointer:
         self.best_fn, self.best_mode = best_fn, best_mode
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=create, best_fn=best_fn, best_mode=best_mode,
-            keep_checkpoints_without_metrics=best_fn is None)
+            keep_checkpoints_without_metrics=best_fn is None,
+            # Two managers (latest and best) save concurrently in a multi-host run: their
+            # cross-process barriers need distinct names.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=os.path.basename(self.directory)))
         self._manager = ocp.CheckpointManager(self.directory, options=options, metadata=metadata)
 
     def all_steps(self) -> list[int]:
