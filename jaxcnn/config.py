@@ -24,6 +24,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adam
 SCHEDULES = ("constant", "piecewise", "step", "exponential", "cosine", "warmup_cosine")
 HEADS = ("auto", "softmax", "sigmoid")
 DTYPES = ("float32", "bfloat16")
+REGULARIZERS = ("l1", "l2", "max_norm")  # the keys of a regularization.per_layer entry
 MONITOR_MODES = ("auto", "min", "max")
 
 # Keys whose value is a free-form dict (family options of a model, per-layer regularization);
@@ -208,8 +209,12 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
         _check(reg[key] >= 0, f"regularization.{key}", reg[key], ">= 0 (0: off)")
     _check(0.0 <= reg.label_smoothing < 1.0, "regularization.label_smoothing", reg.label_smoothing, "in [0, 1)")
     for name, entry in reg.per_layer.items():
-        _check(isinstance(entry, (dict, ml_collections.ConfigDict)), f"regularization.per_layer.{name}", entry,
-               "a dict such as {'l2': 1e-4}")
+        key = f"regularization.per_layer.{name}"
+        _check(isinstance(entry, (dict, ml_collections.ConfigDict)), key, entry, "a dict such as {'l2': 1e-4}")
+        unknown = sorted(set(entry) - set(REGULARIZERS))
+        _check(not unknown, key, entry, f"a dict of {', '.join(REGULARIZERS)} (unknown keys {unknown})")
+        for k, v in entry.items():
+            _check(isinstance(v, (int, float)) and v >= 0, f"{key}.{k}", v, "a number >= 0")
     cb = config.callbacks
     for group in ("early_stopping", "reduce_lr_on_plateau", "model_checkpoint"):
         _check(cb[group].mode in MONITOR_MODES, f"callbacks.{group}.mode", cb[group].mode,

@@ -36,7 +36,6 @@ import optax.tree_utils as otu
 from jaxcnn.errors import UserError
 
 LR_SCALE = "lr_scale"  # the name of the learning-rate scale in the optimizer state
-REGULARIZERS = ("l1", "l2", "max_norm")
 
 
 # --- schedules ----------------------------------------------------------------------
@@ -228,12 +227,7 @@ def _per_kernel(config: ml_collections.ConfigDict, params, name: str) -> dict[st
     else the global one. Two patterns that name one kernel with different values are an error
     (no order to break the tie)."""
     reg = config.regularization
-    per_layer = {pattern: dict(entry) for pattern, entry in reg.per_layer.items()}
-    for pattern, entry in per_layer.items():
-        unknown = set(entry) - set(REGULARIZERS)
-        if unknown:
-            raise UserError(f"regularization.per_layer[{pattern!r}] has unknown keys {sorted(unknown)}; "
-                            f"use {', '.join(REGULARIZERS)}")
+    per_layer = {pattern: dict(entry) for pattern, entry in reg.per_layer.items()}  # entries: config.validate
     if params is None:
         raise ValueError("per-layer regularization needs the parameters (or their shapes)")
     _check_patterns(per_layer, params, "regularization.per_layer")
@@ -246,8 +240,6 @@ def _per_kernel(config: ml_collections.ConfigDict, params, name: str) -> dict[st
             raise UserError(f"regularization.per_layer gives {path} two values of {name} {sorted(found)}; "
                             "make the patterns name disjoint layers")
         value = found.pop() if found else reg[name]
-        if value < 0:
-            raise UserError(f"regularization {name} must be >= 0, got {value} for {path}")
         if value:
             values[path] = float(value)
     return values
