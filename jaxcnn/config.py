@@ -13,6 +13,7 @@ import ast
 import importlib.util
 import json
 import os
+import re
 from typing import Any
 
 import ml_collections
@@ -271,7 +272,10 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise UserError(f"--config.{key}={text}: expected a tuple such as (30, 60)") from None
+            # Bare words, e.g. --config.optimization.freeze=conv1,conv2: a tuple of strings.
+            value = tuple(part.strip() for part in text.split(",") if part.strip())
+            if not value or not all(re.fullmatch(r"[A-Za-z_*?\[][\w*?/\[\].-]*", part) for part in value):
+                raise UserError(f"--config.{key}={text}: expected a tuple such as (30, 60) or a,b") from None
         value = value if isinstance(value, (tuple, list)) else (value,)
         return type(current)(value)
     # Free-form values (model_kwargs entries, None placeholders): a Python literal, else a string.

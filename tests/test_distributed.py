@@ -143,3 +143,27 @@ def test_two_processes_equal_one_device_and_only_process_0_writes(tmp_path, one_
     state, _ = checkpoint.restore(str(workdir), Trainer(batchnorm_net()).state)
     np.testing.assert_allclose(np.ravel(state.params["head"]["kernel"]), expected["params"]["head/kernel"],
                                rtol=0, atol=2e-5)
+
+
+def test_multi_host_settings_come_from_the_config_else_the_environment(monkeypatch):
+    from jaxcnn import config as config_lib
+    from jaxcnn.errors import UserError
+    from jaxcnn.train import distributed
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    config = config_lib.get_config()
+    assert distributed.settings(config) == (None, None, None)
+    assert distributed.initialize(config) is False  # one process: nothing to join
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "head:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "2")
+    assert distributed.settings(config) == ("head:1234", 4, 2)
+    config.distributed.update(coordinator_address="node0:99", num_processes=2, process_id=0)
+    assert distributed.settings(config) == ("node0:99", 2, 0)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "four")
+    with pytest.raises(UserError, match="JAX_NUM_PROCESSES='four' is not an integer"):
+        distributed.settings(config_lib.get_config())
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    with pytest.raises(UserError, match="needs a coordinator"):
+        distributed.initialize(config_lib.get_config())
