@@ -42,15 +42,21 @@ def make_config():
 '''
 
 RUN = MODEL_CODE + '''
-import json, sys, jax
-from jaxcnn.train import Trainer
+import json, os, signal, sys, jax
+from jaxcnn.train import Callback, Trainer
 from jaxcnn.train import distributed
 config = make_config()
-workdir, extra = sys.argv[1], json.loads(sys.argv[2])
+workdir, extra, sigterm = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+
+class Sigterm(Callback):  # [process, step]: that process receives SIGTERM at that step
+    def on_train_batch_begin(self, step, logs=None):
+        if sigterm and [jax.process_index(), step] == sigterm:
+            os.kill(os.getpid(), signal.SIGTERM)
+
 config.distributed.update(extra)
 distributed.initialize(config)
 trainer = Trainer(config)
-history = trainer.fit(workdir)
+history = trainer.fit(workdir, callbacks=[Sigterm()])
 batch = next(trainer.train_data.batches())
 print("RESULT " + json.dumps({
     "process": jax.process_index(), "processes": jax.process_count(), "devices": jax.device_count(),
@@ -69,9 +75,9 @@ def result(proc) -> dict:
     return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
-def launch(workdir, devices: int, distributed: dict | None = None, wait: bool = True):
+def launch(workdir, devices: int, distributed: dict | None = None, wait: bool = True, sigterm=None):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    args = [sys.executable, "-c", RUN, str(workdir), json.dumps(distributed or {})]
+    args = [sys.executable, "-c", RUN, str(workdir), json.dumps(distributed or {}), json.dumps(sigterm)]
     if wait:
         return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
@@ -122,15 +128,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_device_and_only_process_0_writes(tmp_path, one_device, batchnorm_net):
-    expected, _ = one_device
-    workdir, port = tmp_path / "run", free_port()
+def two_processes(workdir, sigterm=None) -> list[subprocess.CompletedProcess]:
+    port = free_port()
     procs = [launch(workdir, 2, {"coordinator_address": f"localhost:{port}", "num_processes": 2, "process_id": i},
-                    wait=False) for i in (0, 1)]
-    outputs = []
+                    wait=False, sigterm=sigterm) for i in (0, 1)]
+    done = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
-        outputs.append(result(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)))
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return done
+
+
+def test_two_processes_equal_one_device_and_only_process_0_writes(tmp_path, one_device, batchnorm_net):
+    expected, _ = one_device
+    workdir = tmp_path / "run"
+    outputs = [result(proc) for proc in two_processes(workdir)]
     for i, out in enumerate(outputs):
         assert (out["process"], out["processes"], out["devices"]) == (i, 2, 4)
         assert out["batch_devices"] == 4 and out["local_rows"] == 8  # each process feeds its own shard
@@ -143,6 +155,18 @@ def test_two_processes_equal_one_device_and_only_process_0_writes(tmp_path, one_
     state, _ = checkpoint.restore(str(workdir), Trainer(batchnorm_net()).state)
     np.testing.assert_allclose(np.ravel(state.params["head"]["kernel"]), expected["params"]["head/kernel"],
                                rtol=0, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_resume_is_exact(tmp_path, one_device):
+    expected, _ = one_device
+    workdir = tmp_path / "run"
+    stopped = two_processes(workdir, sigterm=[1, 20])
+    assert [p.returncode for p in stopped] == [143, 143], [p.stderr[-2000:] for p in stopped]
+    step = int(stopped[0].stderr.split("saved a checkpoint at step ")[1].split()[0])
+    assert 20 < step < 82 and step in {int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()}
+    for out in (result(proc) for proc in two_processes(workdir)):
+        assert_close(out, expected)
 
 
 def test_multi_host_settings_come_from_the_config_else_the_environment(monkeypatch):

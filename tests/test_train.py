@@ -253,3 +253,38 @@ def test_tensorboard_writes_histograms_input_images_and_batch_scalars(tmp_path):
     assert (width, height) == (8, 8) and len(tf.make_ndarray(image)) == 2 + 8  # 8 encoded sample images
     histogram = tf.make_ndarray(events.Tensors("conv1/kernel")[-1].tensor_proto)  # (buckets, [left, right, count])
     assert histogram[:, 2].sum() == 3 * 3 * 1 * 32
+
+
+def test_freezing_a_batchnorm_layer_keeps_its_scale_offset_and_statistics():
+    import flax.linen as nn
+    from jaxcnn import optim
+    from jaxcnn.heads import Head
+    from jaxcnn.train import steps
+    from jaxcnn.train.state import TrainState
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = nn.Dense(4, name="dense")(x.reshape(x.shape[0], -1))
+            x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+            return nn.Dense(2, name="head")(x)
+
+    model = Net()
+    variables = model.init(jax.random.key(0), np.zeros((1, 4, 4, 1), np.float32))
+    batch = {"image": jax.random.normal(jax.random.key(1), (8, 4, 4, 1)), "label": np.arange(8) % 2,
+             "mask": np.ones(8, np.float32)}
+    moved = {}
+    for freeze in ((), ("bn",)):
+        config = make_config()
+        config.optimization.freeze = freeze
+        tx, _ = optim.create(config, 10, variables["params"])
+        state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                                  batch_stats=variables["batch_stats"])
+        options = steps.StepOptions(frozen_stats=optim.frozen_mask(freeze, variables["batch_stats"]) if freeze else None)
+        new, _ = steps.train_step(state, batch, jax.random.key(2), head=Head.create("softmax", 2), options=options)
+        moved[freeze] = {name: not all(jax.tree.leaves(jax.tree.map(np.array_equal, new_tree["bn"], old_tree["bn"])))
+                         for name, new_tree, old_tree in (("params", new.params, state.params),
+                                                          ("batch_stats", new.batch_stats, state.batch_stats))}
+        assert not np.array_equal(new.params["dense"]["kernel"], state.params["dense"]["kernel"])
+    assert moved[()] == {"params": True, "batch_stats": True}
+    assert moved[("bn",)] == {"params": False, "batch_stats": False}
