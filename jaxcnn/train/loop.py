@@ -236,9 +236,13 @@ class Trainer:
         meta["running"] = restored.get("running_metrics", self._empty_metrics()) if self.epoch_start_batch else self._empty_metrics()
         meta["callback_arrays"] = {key[len("callback_"):]: tree for key, tree in restored.items()
                                    if key.startswith("callback_")}
-        # Steps after the restored one (a save that was killed midway, or moved aside) are redone.
         if int(self.state.step) != step:
             raise UserError(f"checkpoint step {step} holds a state at step {int(self.state.step)}; it is not this run's")
+        if self.config.verbose != 0 and jax.process_index() == 0:
+            where = f"epoch {self.initial_epoch + 1}, batch {self.epoch_start_batch}" if self.epoch_start_batch \
+                else f"the end of epoch {self.initial_epoch}"
+            stopped = "; the run was stopped early and stays stopped" if self.stop_training else ""
+            print(f"Restored step {step} ({where}) from {checkpointer.directory}{stopped}", flush=True)
         return meta
 
     def _save(self, checkpointer, cbs, running, epoch: int, batch: int, seconds: float) -> None:
