@@ -13,18 +13,24 @@ import ast
 import importlib.util
 import json
 import os
+import re
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
 from jaxcnn.errors import UserError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
 SCHEDULES = ("constant", "piecewise", "step", "exponential", "cosine", "warmup_cosine")
 HEADS = ("auto", "softmax", "sigmoid")
+DTYPES = ("float32", "bfloat16")
+REGULARIZERS = ("l1", "l2", "max_norm")  # the keys of a regularization.per_layer entry
+MONITOR_MODES = ("auto", "min", "max")
 
-# Keys whose value is a free-form dict (family options of a model); any key may be added.
-OPEN_KEYS = ("model_kwargs",)
+# Keys whose value is a free-form dict (family options of a model, per-layer regularization);
+# any key may be added.
+OPEN_KEYS = ("model_kwargs", "regularization.per_layer")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -39,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "simple_cnn"
     c.model_kwargs = ml_collections.ConfigDict()  # family options, e.g. {'filters': 64}
     c.head = "auto"  # auto: one sigmoid unit for 2 classes, softmax otherwise
-    c.dtype = "float32"  # compute dtype of the model
+    c.dtype = "float32"  # compute dtype of the model; 'bfloat16' is mixed precision (params, optimizer in f32)
     # Data.
     c.dataset = "digits"  # 'digits' (bundled with scikit-learn) or any TFDS name
     c.data_dir = ""  # TFDS data_dir; '' means TFDS' default (~/tensorflow_datasets)
@@ -79,11 +85,72 @@ def get_config() -> ml_collections.ConfigDict:
     c.lr_decay = 0.1  # 'piecewise': factor at each boundary; 'exponential': per epoch
     c.lr_end_factor = 0.0  # 'cosine'/'warmup_cosine': final lr as a fraction of the peak
     c.seed = 0
+    c.optimization = _optimization()
+    c.regularization = _regularization()
     # Logging and checkpoints.
     c.log_every_steps = 50  # how often the host reads the running train metrics
     c.verbose = -1  # Keras semantics: 0 silent, 1 progress bar, 2 one line per epoch; -1 auto
-    c.checkpoint_max_to_keep = 2
+    c.checkpoint_max_to_keep = 2  # latest checkpoints kept in workdir/checkpoints (for resuming)
+    c.checkpoint_every_steps = 0  # also checkpoint inside epochs every N steps (0: at epoch ends only)
+    c.callbacks = _callbacks()
+    c.distributed = _distributed()
     return c
+
+
+def _optimization() -> ml_collections.ConfigDict:
+    """What changes the update besides the optimizer (Keras' optimizer arguments)."""
+    o = ml_collections.ConfigDict()
+    o.clipnorm = 0.0  # clip each gradient tensor to this L2 norm (0: off); one clipping at most
+    o.global_clipnorm = 0.0  # clip all gradients together to this global L2 norm
+    o.clipvalue = 0.0  # clip each gradient element to [-v, v]
+    o.gradient_accumulation_steps = 1  # average the gradients of N batches per update
+    o.ema_momentum = 0.0  # > 0: keep an EMA of the weights (Keras' use_ema) and evaluate it
+    o.freeze = ()  # layer/parameter globs not trained, e.g. ('conv*',) (see jaxcnn/optim.py)
+    return o
+
+
+def _regularization() -> ml_collections.ConfigDict:
+    """Keras' kernel regularizers and constraints, on every Dense and Conv kernel."""
+    r = ml_collections.ConfigDict()
+    r.l1 = 0.0  # adds l1 * sum(|w|) of each kernel to the loss
+    r.l2 = 0.0  # adds l2 * sum(w ** 2) of each kernel to the loss (Keras' L2: no 1/2)
+    r.max_norm = 0.0  # after each update, rescale each unit's incoming weights to norm <= this (0: off)
+    r.per_layer = ml_collections.ConfigDict()  # {'layer glob': {'l1': .., 'l2': .., 'max_norm': ..}} overrides
+    r.label_smoothing = 0.0  # targets (1 - s) * one_hot + s / classes
+    return r
+
+
+def _callbacks() -> ml_collections.ConfigDict:
+    """Keras' callbacks with Keras' argument names and defaults (jaxcnn.callbacks)."""
+    cb = ml_collections.ConfigDict()
+    cb.early_stopping = ml_collections.ConfigDict(dict(
+        enabled=False, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
+        baseline=config_dict.placeholder(float), restore_best_weights=False, start_from_epoch=0))
+    cb.reduce_lr_on_plateau = ml_collections.ConfigDict(dict(
+        enabled=False, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0,
+        min_lr=0.0))
+    # Best checkpoints by `monitor` in workdir/best_checkpoints; save_freq: 'epoch' or a number of steps.
+    cb.model_checkpoint = ml_collections.ConfigDict(dict(
+        enabled=False, monitor="val_loss", mode="auto", save_best_only=False, save_freq="epoch", max_to_keep=1,
+        initial_value_threshold=config_dict.placeholder(float)))
+    cb.csv_logger = ml_collections.ConfigDict(dict(enabled=False, filename="training.csv", separator=","))
+    cb.terminate_on_nan = False  # stop at the first batch whose loss is NaN or infinite
+    # Per-epoch scalars; weight histograms every N epochs; sample input images; batch scalars
+    # every N steps ('epoch': none). Writing events imports TensorFlow (seconds at start).
+    cb.tensorboard = ml_collections.ConfigDict(dict(enabled=True, histogram_freq=0, write_images=False,
+                                                    update_freq="epoch"))
+    return cb
+
+
+def _distributed() -> ml_collections.ConfigDict:
+    """Multi-host runs: one process per host, joined by jax.distributed.initialize.
+    Empty values come from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID;
+    coordinator_address='auto' lets JAX detect the cluster (Slurm, Open MPI, Kubernetes, TPU)."""
+    d = ml_collections.ConfigDict()
+    d.coordinator_address = ""  # host:port of process 0
+    d.num_processes = 0  # 0: from the environment, else 1 (a single process)
+    d.process_id = -1  # -1: from the environment
+    return d
 
 
 def load(path: str | None = None) -> ml_collections.ConfigDict:
@@ -141,6 +208,59 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config.learning_rate must be positive, got {config.learning_rate}")
     from jaxcnn import data
     data.check_config(config)
+    _validate_training(config)
+
+
+def _check(ok: bool, key: str, value, requirement: str) -> None:
+    if not ok:
+        raise UserError(f"config.{key} must be {requirement}, got {value!r}")
+
+
+def _validate_training(config: ml_collections.ConfigDict) -> None:
+    """Values of the optimization, regularization, checkpoint and callback keys."""
+    _check(config.dtype in DTYPES, "dtype", config.dtype,
+           f"one of {', '.join(DTYPES)} (float16 would need loss scaling; bfloat16 does not)")
+    _check(isinstance(config.checkpoint_every_steps, int) and config.checkpoint_every_steps >= 0,
+           "checkpoint_every_steps", config.checkpoint_every_steps, "an integer >= 0")
+    opt, reg = config.optimization, config.regularization
+    for key in ("clipnorm", "global_clipnorm", "clipvalue"):
+        _check(opt[key] >= 0, f"optimization.{key}", opt[key], ">= 0 (0: off)")
+    _check(isinstance(opt.gradient_accumulation_steps, int) and opt.gradient_accumulation_steps >= 1,
+           "optimization.gradient_accumulation_steps", opt.gradient_accumulation_steps, "a positive integer")
+    _check(0.0 <= opt.ema_momentum < 1.0, "optimization.ema_momentum", opt.ema_momentum, "in [0, 1) (0: off)")
+    for key in ("l1", "l2", "max_norm"):
+        _check(reg[key] >= 0, f"regularization.{key}", reg[key], ">= 0 (0: off)")
+    _check(0.0 <= reg.label_smoothing < 1.0, "regularization.label_smoothing", reg.label_smoothing, "in [0, 1)")
+    for name, entry in reg.per_layer.items():
+        key = f"regularization.per_layer.{name}"
+        _check(isinstance(entry, (dict, ml_collections.ConfigDict)), key, entry, "a dict such as {'l2': 1e-4}")
+        unknown = sorted(set(entry) - set(REGULARIZERS))
+        _check(not unknown, key, entry, f"a dict of {', '.join(REGULARIZERS)} (unknown keys {unknown})")
+        for k, v in entry.items():
+            _check(isinstance(v, (int, float)) and v >= 0, f"{key}.{k}", v, "a number >= 0")
+    cb = config.callbacks
+    for group in ("early_stopping", "reduce_lr_on_plateau", "model_checkpoint"):
+        _check(cb[group].mode in MONITOR_MODES, f"callbacks.{group}.mode", cb[group].mode,
+               f"one of {', '.join(MONITOR_MODES)}")
+    for key in ("early_stopping.patience", "early_stopping.start_from_epoch", "reduce_lr_on_plateau.patience",
+                "reduce_lr_on_plateau.cooldown", "tensorboard.histogram_freq"):
+        group, name = key.split(".")
+        _check(isinstance(cb[group][name], int) and cb[group][name] >= 0, f"callbacks.{key}", cb[group][name],
+               "an integer >= 0")
+    factor = cb.reduce_lr_on_plateau.factor
+    _check(0.0 <= factor < 1.0, "callbacks.reduce_lr_on_plateau.factor", factor, "in [0, 1) (Keras refuses >= 1)")
+    _check(isinstance(cb.model_checkpoint.max_to_keep, int) and cb.model_checkpoint.max_to_keep >= 1,
+           "callbacks.model_checkpoint.max_to_keep", cb.model_checkpoint.max_to_keep, "a positive integer")
+    for key in ("model_checkpoint.save_freq", "tensorboard.update_freq"):
+        group, name = key.split(".")
+        value = cb[group][name]
+        _check(value == "epoch" or (value.isdigit() and int(value) > 0), f"callbacks.{key}", value,
+               "'epoch' or a positive number of steps")
+    d = config.distributed
+    _check(isinstance(d.num_processes, int) and d.num_processes >= 0, "distributed.num_processes",
+           d.num_processes, "an integer >= 0 (0: from the environment)")
+    _check(isinstance(d.process_id, int) and d.process_id >= -1, "distributed.process_id", d.process_id,
+           "an integer >= -1 (-1: from the environment)")
 
 
 def _did_you_mean(key: str, known) -> str:
@@ -174,7 +294,10 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise UserError(f"--config.{key}={text}: expected a tuple such as (30, 60)") from None
+            # Bare words, e.g. --config.optimization.freeze=conv1,conv2: a tuple of strings.
+            value = tuple(part.strip() for part in text.split(",") if part.strip())
+            if not value or not all(re.fullmatch(r"[A-Za-z_*?\[][\w*?/\[\].-]*", part) for part in value):
+                raise UserError(f"--config.{key}={text}: expected a tuple such as (30, 60) or a,b") from None
         value = value if isinstance(value, (tuple, list)) else (value,)
         return type(current)(value)
     # Free-form values (model_kwargs entries, None placeholders): a Python literal, else a string.

@@ -27,7 +27,6 @@ import numpy as np
 
 from jaxcnn.errors import UserError
 
-CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best_checkpoints"}
 
 
 @dataclasses.dataclass
@@ -122,11 +121,10 @@ def load_run(workdir: str, checkpoint: str = "latest") -> TrainedRun:
     from jaxcnn import models, optim
     from jaxcnn.data import pipeline
     from jaxcnn.heads import Head
+    from jaxcnn.train import checkpoint as checkpoint_lib
     from jaxcnn.train import state as state_lib
-    from jaxcnn.train.checkpoint import Checkpointer
 
-    if checkpoint not in CHECKPOINT_DIRS:
-        raise UserError(f"unknown checkpoint {checkpoint!r}; use latest or best")
+    checkpoint_lib.directory(workdir, checkpoint)  # an unknown name fails first
     if not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir} does not exist; pass the --workdir of a trained run")
     config_path = os.path.join(workdir, "config.json")
@@ -139,37 +137,26 @@ def load_run(workdir: str, checkpoint: str = "latest") -> TrainedRun:
     info = _read_json(os.path.join(workdir, "dataset.json"),
                       "the run predates dataset.json; retrain it, or write the file (see jaxcnn.inference)")
 
-    directory = os.path.join(workdir, CHECKPOINT_DIRS[checkpoint])
-    if not os.path.isdir(directory):  # checked first: the Checkpointer would create it
-        raise UserError(f"no {checkpoint} checkpoint: {directory} does not exist; " + (
-            "train the run (jaxcnn train --workdir DIR)" if checkpoint == "latest" else
-            "the run was trained without ModelCheckpoint; use --checkpoint latest"))
-    checkpointer = Checkpointer(directory)
+    head = Head.create(config.head, len(info["class_names"]))
+    model = models.create(config.model, num_classes=head.units, dtype=config.dtype,
+                          **config.model_kwargs.to_dict())
+    steps_per_epoch = max(1, math.ceil(info["num_examples"]["train"] / config.batch_size))
+    image_shape = tuple(info["image_shape"])
+    tx, _ = optim.create(config, steps_per_epoch, state_lib.abstract(model, image_shape)["params"])
+    mesh = pipeline.make_mesh()
+    # The state's shapes only (no initialization), built and placed as training built it.
+    template = jax.eval_shape(lambda: state_lib.create(model, tx, image_shape, jax.random.key(0),
+                                                       sharding=pipeline.replicated(mesh),
+                                                       ema=config.optimization.ema_momentum > 0))
     try:
-        step = checkpointer.best_step() if checkpoint == "best" else checkpointer.latest_step()
-        if step is None:
-            raise UserError(f"no {checkpoint} checkpoint: {directory} holds no finished step; " + (
-                "train the run (jaxcnn train --workdir DIR)" if checkpoint == "latest" else "use --checkpoint latest"))
-
-        head = Head.create(config.head, len(info["class_names"]))
-        model = models.create(config.model, num_classes=head.units, dtype=config.dtype,
-                              **config.model_kwargs.to_dict())
-        steps_per_epoch = max(1, math.ceil(info["num_examples"]["train"] / config.batch_size))
-        tx, _ = optim.create(config, steps_per_epoch)
-        mesh = pipeline.make_mesh()
-        # The state's shapes only (no initialization), placed as training placed it.
-        template = jax.eval_shape(lambda: state_lib.create(model, tx, tuple(info["image_shape"]), jax.random.key(0),
-                                                           sharding=pipeline.replicated(mesh)))
-        try:
-            state, meta = checkpointer.restore(template, step)
-        except UserError:
-            raise
-        except Exception as e:  # Orbax raises many types for a damaged or mismatched checkpoint
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"checkpoint {os.path.join(directory, str(step))} cannot be restored into "
-                            f"{config.model} ({reason[:300]}); check the workdir or retrain") from None
-    finally:
-        checkpointer.close()
+        state, meta = checkpoint_lib.restore(workdir, template, which=checkpoint)
+    except UserError:
+        raise
+    except Exception as e:  # Orbax raises many types for a checkpoint of another model
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"the {checkpoint} checkpoint of {workdir} cannot be restored into "
+                        f"{config.model} ({reason[:300]}); check the workdir or retrain") from None
+    step = int(state.step)
     return TrainedRun(workdir, config, info, head, model, state, checkpoint, int(step), int(meta.get("epoch", 0)))
 
 

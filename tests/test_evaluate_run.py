@@ -91,33 +91,40 @@ def test_evaluate_the_validation_split(digits_run, tmp_path):
 
 def save_best_checkpoints(workdir, values, mode="min", record_monitor=True, monitor="val_loss"):
     """best_checkpoints/ as ModelCheckpoint writes it: best-k Orbax retention of the states of
-    checkpoints/, each saved with its metrics, and meta recording the monitor and mode."""
+    checkpoints/, each saved with its metrics, the monitor and mode in the root metadata."""
     source = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
     best = ocp.CheckpointManager(os.path.join(workdir, "best_checkpoints"), options=ocp.CheckpointManagerOptions(
-        create=True, max_to_keep=2, best_fn=lambda metrics: metrics[monitor], best_mode=mode))
+        create=True, max_to_keep=2, best_fn=lambda metrics: metrics[monitor], best_mode=mode),
+        metadata={"monitor": monitor, "mode": mode} if record_monitor else None)
     for step, value in zip(sorted(source.all_steps()), values):
         restored = source.restore(step)
-        meta = {**restored["meta"], **({"monitor": monitor, "mode": mode} if record_monitor else {})}
         best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(restored["state"]),
-                                                meta=ocp.args.JsonSave(meta)), metrics={monitor: value})
+                                                meta=ocp.args.JsonSave(restored["meta"])), metrics={monitor: value})
     best.wait_until_finished()
     best.close()
 
 
-@pytest.mark.parametrize("values,mode,record_monitor,best_step,epoch", [
-    ((0.3, 0.5), "min", True, 81, 1), ((0.3, 0.5), "max", True, 162, 2), ((0.9, 0.8), "min", True, 162, 2),
-    ((0.3, 0.5), "min", False, 162, 2),  # no monitor recorded: the latest (save_best_only saves improvements only)
+@pytest.mark.parametrize("values,mode,best_step,epoch", [
+    ((0.3, 0.5), "min", 81, 1), ((0.3, 0.5), "max", 162, 2), ((0.9, 0.8), "min", 162, 2),
 ])
-def test_checkpoint_best_reads_the_best_step(digits_run, tmp_path, values, mode, record_monitor, best_step, epoch):
+def test_checkpoint_best_reads_the_best_step(digits_run, tmp_path, values, mode, best_step, epoch):
     workdir = str(tmp_path / "run")
     shutil.copytree(digits_run, workdir)
-    save_best_checkpoints(workdir, values, mode=mode, record_monitor=record_monitor)
+    save_best_checkpoints(workdir, values, mode=mode)
     assert cli.main(["evaluate", "--workdir", workdir, "--checkpoint", "best"]) == 0
     results = read_json(os.path.join(workdir, "eval", "test.json"))
     assert (results["checkpoint"], results["step"], results["epoch"]) == ("best", best_step, epoch)
     test = sources.load_digits().test
     probs = evaluate.read_predictions(workdir)[1]
     np.testing.assert_allclose(probs, orbax_probabilities(workdir, test.images, step=best_step), atol=2e-6)
+
+
+def test_best_checkpoints_without_their_monitor_are_refused(digits_run, tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(digits_run, workdir)
+    save_best_checkpoints(workdir, (0.3, 0.5), record_monitor=False)
+    assert cli.main(["evaluate", "--workdir", workdir, "--checkpoint", "best"]) == 2
+    assert "does not record which metric" in one_line_error(capsys)
 
 
 def one_line_error(capsys):

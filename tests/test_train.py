@@ -9,7 +9,6 @@ import jax
 from jaxcnn import config as config_lib
 from jaxcnn.data import Dataset, Split, sources
 from jaxcnn.train import Callback, Trainer, fit
-from conftest import run_python
 
 
 def make_config(**overrides):
@@ -107,27 +106,185 @@ def test_a_nan_loss_stops_with_a_clear_error(tmp_path):
         Trainer(make_config(epochs=2), dataset=dataset).fit()
 
 
-SHARDED_RUN = """
-import json, jax
-from jaxcnn import config as config_lib
-from jaxcnn.train import Trainer
-c = config_lib.get_config(); c.verbose = 0; c.epochs = 2; c.batch_size = 32
-t = Trainer(c)
-h = t.fit()
-print(json.dumps({"devices": jax.device_count(), "batch_shards": len(next(t.train_data.batches())["image"].sharding.device_set),
-                  "loss": h.history["loss"], "val_loss": h.history["val_loss"]}))
-"""
+# --- regularization, mixed precision and callbacks in real runs --------------------------------
+
+def test_the_reported_loss_is_keras_loss_label_smoothing_and_l2_included():
+    import keras
+    config = make_config(epochs=1)
+    config.regularization.update(l2=1e-3, label_smoothing=0.2)
+    trainer = Trainer(config)
+    trainer.fit()
+    test = trainer.dataset.test
+    logits = trainer.model.apply({"params": trainer.state.params}, test.images.astype(np.float32) / 16.0)
+    expected = float(keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2)(
+        np.eye(10)[test.labels], np.asarray(logits)))
+    expected += sum(float(keras.regularizers.L2(1e-3)(np.asarray(layer["kernel"])))
+                    for layer in trainer.state.params.values())
+    assert trainer.evaluate(trainer.test_data)["loss"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_data_parallel_over_four_devices_equals_one_device():
-    results = []
-    for devices in (1, 4):
-        proc = run_python(SHARDED_RUN, env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-                                            "JAX_PLATFORMS": "cpu"})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    one, four = results
-    assert (one["devices"], four["devices"]) == (1, 4)
-    assert four["batch_shards"] == 4  # each batch is split over the four devices
-    np.testing.assert_allclose(four["loss"], one["loss"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(four["val_loss"], one["val_loss"], rtol=0, atol=1e-5)
+def test_bfloat16_mixed_precision_computes_in_bf16_and_keeps_params_and_optimizer_in_f32():
+    trainer = Trainer(make_config(epochs=3, dtype="bfloat16"))
+    history = trainer.fit()
+    floats = [x for x in jax.tree.leaves((trainer.state.params, trainer.state.opt_state))
+              if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)]
+    assert floats and all(x.dtype == jax.numpy.float32 for x in floats)
+    _, inter = trainer.model.apply({"params": trainer.state.params}, np.zeros((2, 8, 8, 1), np.float32),
+                                   mutable=["intermediates"])
+    assert inter["intermediates"]["conv1_act"][0].dtype == jax.numpy.bfloat16
+    assert history.history["val_accuracy"][-1] > 0.85
+
+
+def test_the_ema_of_the_weights_is_what_evaluation_scores():
+    config = make_config(epochs=2)
+    config.optimization.ema_momentum = 0.9
+    trainer = Trainer(config)
+    trainer.fit()
+    state = trainer.state
+    ema = trainer.evaluate(trainer.val_data, state.replace(params=state.ema_params, ema_params=None))
+    raw = trainer.evaluate(trainer.val_data, state.replace(ema_params=None))
+    assert trainer.evaluate(trainer.val_data) == ema != raw
+
+
+def test_frozen_layers_keep_their_initial_weights():
+    config = make_config(epochs=1)
+    config.optimization.freeze = ("conv1",)
+    trainer = Trainer(config)
+    before = jax.device_get(trainer.state.params)
+    trainer.fit()
+    after = jax.device_get(trainer.state.params)
+    np.testing.assert_array_equal(after["conv1"]["kernel"], before["conv1"]["kernel"])
+    assert not np.array_equal(after["dense"]["kernel"], before["dense"]["kernel"])
+
+
+def keras_learning_rates(callback, sequence, lr0):
+    """Keras' learning rate during each epoch, for a callback fed `sequence` of logs."""
+    import keras
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(lr0), loss="mse")
+    callback.set_model(model)
+    callback.on_train_begin()
+    rates = []
+    for epoch, logs in enumerate(sequence):
+        callback.on_epoch_begin(epoch)
+        rates.append(float(np.asarray(model.optimizer.learning_rate)))
+        callback.on_epoch_end(epoch, dict(logs))
+    return rates
+
+
+def test_reduce_lr_on_plateau_in_a_run_reduces_the_optimizer_rate_as_keras():
+    import keras
+    config = make_config(epochs=5)
+    config.callbacks.reduce_lr_on_plateau.update(enabled=True, patience=0, factor=0.5, min_delta=0.3)
+    history = Trainer(config).fit().history
+    sequence = [{"val_loss": v} for v in history["val_loss"]]
+    expected = keras_learning_rates(keras.callbacks.ReduceLROnPlateau(patience=0, factor=0.5, min_delta=0.3),
+                                    sequence, 1e-3)
+    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-6)
+    assert expected[-1] < expected[0]
+
+
+def test_learning_rate_scheduler_sets_the_rate_each_epoch_as_keras():
+    import keras
+    from jaxcnn import callbacks
+    from jaxcnn.errors import UserError
+    schedule = lambda epoch, lr: lr if epoch < 2 else lr * 0.5
+    history = Trainer(make_config(epochs=4)).fit(callbacks=[callbacks.LearningRateScheduler(schedule)]).history
+    expected = keras_learning_rates(keras.callbacks.LearningRateScheduler(schedule), [{}] * 4, 1e-3)
+    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-6)
+    with pytest.raises(UserError, match="cannot be combined with schedule 'cosine'"):
+        Trainer(make_config(epochs=1, schedule="cosine")).fit(callbacks=[callbacks.LearningRateScheduler(schedule)])
+
+
+def test_terminate_on_nan_stops_at_the_first_nan_batch_without_an_error():
+    import keras
+    config = make_config(epochs=3, optimizer="sgd", learning_rate=1e30)
+    config.callbacks.terminate_on_nan = True
+
+    class Losses(Callback):
+        losses = []
+
+        def on_train_batch_end(self, step, logs=None):
+            self.losses.append(logs["loss"])
+
+    trainer = Trainer(config)
+    history = trainer.fit(callbacks=[Losses()])
+    oracle = keras.callbacks.TerminateOnNaN()
+    oracle.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    oracle.model.stop_training = False
+    for batch, loss in enumerate(Losses.losses):
+        oracle.on_train_batch_end(batch, {"loss": loss})
+        if oracle.model.stop_training:
+            break
+    assert batch == len(Losses.losses) - 1 < trainer.steps_per_epoch  # stopped at Keras' batch, inside epoch 1
+    assert history.epoch == [0] and not np.isfinite(history.history["loss"][0])
+
+
+def test_batch_hooks_that_do_not_read_logs_cost_no_device_to_host_copy(monkeypatch):
+    from jaxcnn.train import steps
+    calls = []
+    original = steps.to_host
+    monkeypatch.setattr(steps, "to_host", lambda m: calls.append(1) or original(m))
+
+    class Counter(Callback):
+        batches = 0
+
+        def on_train_batch_end(self, step, logs=None):
+            Counter.batches += 1
+
+    Trainer(make_config(epochs=2)).fit(callbacks=[Counter()])
+    assert Counter.batches == 2 * 81
+    assert len(calls) == 2 * 2  # per epoch: the train metrics and the validation metrics
+
+
+def test_tensorboard_writes_histograms_input_images_and_batch_scalars(tmp_path):
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    config = make_config(epochs=2)
+    config.callbacks.tensorboard.update(histogram_freq=1, write_images=True, update_freq="40")
+    fit(config, str(tmp_path / "run"))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "train"), size_guidance={"tensors": 0}).Reload()
+    tags = set(events.Tags()["tensors"])
+    assert {"conv1/kernel", "dense/bias", "head/kernel", "inputs", "batch_loss", "batch_accuracy"} <= tags
+    assert [t.step for t in events.Tensors("conv1/kernel")] == [1, 2]
+    assert [t.step for t in events.Tensors("batch_loss")] == [40, 80, 120, 160]
+    image = events.Tensors("inputs")[0].tensor_proto
+    width, height = (int(x) for x in tf.make_ndarray(image)[:2])
+    assert (width, height) == (8, 8) and len(tf.make_ndarray(image)) == 2 + 8  # 8 encoded sample images
+    histogram = tf.make_ndarray(events.Tensors("conv1/kernel")[-1].tensor_proto)  # (buckets, [left, right, count])
+    assert histogram[:, 2].sum() == 3 * 3 * 1 * 32
+
+
+def test_freezing_a_batchnorm_layer_keeps_its_scale_offset_and_statistics():
+    import flax.linen as nn
+    from jaxcnn import optim
+    from jaxcnn.heads import Head
+    from jaxcnn.train import steps
+    from jaxcnn.train.state import TrainState
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = nn.Dense(4, name="dense")(x.reshape(x.shape[0], -1))
+            x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+            return nn.Dense(2, name="head")(x)
+
+    model = Net()
+    variables = model.init(jax.random.key(0), np.zeros((1, 4, 4, 1), np.float32))
+    batch = {"image": jax.random.normal(jax.random.key(1), (8, 4, 4, 1)), "label": np.arange(8) % 2,
+             "mask": np.ones(8, np.float32)}
+    moved = {}
+    for freeze in ((), ("bn",)):
+        config = make_config()
+        config.optimization.freeze = freeze
+        tx, _ = optim.create(config, 10, variables["params"])
+        state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                                  batch_stats=variables["batch_stats"])
+        options = steps.StepOptions(frozen_stats=optim.frozen_mask(freeze, variables["batch_stats"]) if freeze else None)
+        new, _ = steps.train_step(state, batch, jax.random.key(2), head=Head.create("softmax", 2), options=options)
+        moved[freeze] = {name: not all(jax.tree.leaves(jax.tree.map(np.array_equal, new_tree["bn"], old_tree["bn"])))
+                         for name, new_tree, old_tree in (("params", new.params, state.params),
+                                                          ("batch_stats", new.batch_stats, state.batch_stats))}
+        assert not np.array_equal(new.params["dense"]["kernel"], state.params["dense"]["kernel"])
+    assert moved[()] == {"params": True, "batch_stats": True}
+    assert moved[("bn",)] == {"params": False, "batch_stats": False}

@@ -1,60 +1,255 @@
-"""Orbax checkpoints of the train state plus a JSON record of the run's progress."""
+"""Orbax checkpoints of a run, and the one place that reads them back.
+
+    workdir/checkpoints/<step>/        the latest `checkpoint_max_to_keep` steps (resuming)
+    workdir/best_checkpoints/<step>/   ModelCheckpoint's best `max_to_keep` by its monitored
+                                       value (Orbax best_fn/best_mode; the value is the step's
+                                       Orbax metrics, the monitor and mode the root metadata)
+    workdir/corrupt_checkpoints/<step>/  steps that failed to restore, moved aside
+
+Items of a step: `state` (the TrainState pytree), `meta` (JSON: epoch, batch, history,
+callback states, fingerprints), and in latest checkpoints `running_metrics` (the running metrics
+of the epoch in progress) and `callback_<name>` for each callback that keeps arrays.
+
+Orbax writes a step to a temporary folder and renames it when complete, so a killed save
+never leaves a step that looks finished. A finished step damaged afterwards can still
+restore without an error (a chunk overwritten in place reads back as other numbers), so
+each array item's fingerprint is stored in `meta` and checked after restoring: a step
+that fails either way is reported, moved aside and the previous one used.
+
+    state, meta = checkpoint.restore(workdir, trainer.state, which="best")
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+from jaxcnn.errors import UserError
+
+LATEST_DIR = "checkpoints"
+BEST_DIR = "best_checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint step that cannot be restored intact."""
+
+
+# --- fingerprints -------------------------------------------------------------------
+
+def _as_uint32(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    width = x.dtype.itemsize
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[width]
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprint(tree) -> jax.Array:
+    """A position-weighted sum of the bits of every leaf, mod 2**32 (integer sums are exact
+    in any order, so sharded and unsharded arrays agree)."""
+    total = jnp.uint32(0)
+    for i, leaf in enumerate(jax.tree.leaves(tree)):
+        bits = _as_uint32(jnp.asarray(leaf)).ravel()
+        weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(2 * i + 1)
+        total = total * jnp.uint32(1000003) + jnp.sum(bits * weights, dtype=jnp.uint32)
+    return total
+
+
+def fingerprint(tree) -> str:
+    return f"{int(_fingerprint(tree)):08x}"
+
+
+# --- managers ---------------------------------------------------------------------------
+
+def _report(message: str) -> None:
+    if jax.process_index() == 0:
+        print(f"jaxcnn: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200] if text else ''}"
 
 
 class Checkpointer:
-    """Saves `{'state': TrainState pytree, 'meta': json}` per global step in `directory`.
+    """The steps of one checkpoint directory: `{item: pytree}` plus a JSON `meta` per step."""
 
-    `meta` holds what resuming needs besides arrays: completed epochs and the history.
-    Orbax writes each step to a temporary folder and renames it when complete, so a
-    killed save never leaves a step that looks finished.
-    """
-
-    def __init__(self, directory: str, max_to_keep: int = 2):
+    def __init__(self, directory: str, max_to_keep: int | None = 2, best_fn: Callable | None = None,
+                 best_mode: str = "min", metadata: dict | None = None, create: bool = True):
         self.directory = os.path.abspath(directory)
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        self.best_fn, self.best_mode = best_fn, best_mode
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=create, best_fn=best_fn, best_mode=best_mode,
+            keep_checkpoints_without_metrics=best_fn is None,
+            # Two managers (latest and best) save concurrently in a multi-host run: their
+            # cross-process barriers need distinct names.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=os.path.basename(self.directory)))
+        self._manager = ocp.CheckpointManager(self.directory, options=options, metadata=metadata)
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def best_step(self) -> int | None:
-        """The best step of a best-k directory (ModelCheckpoint's `best_checkpoints/`).
+    def ranked_steps(self) -> list[int]:
+        """Steps in the order to use them: newest first, or with `best_fn` best first (steps
+        without a metric last)."""
+        steps = sorted(self.all_steps(), reverse=True)
+        if self.best_fn is None:
+            return steps
+        metrics = {step: self._manager.metrics(step) for step in steps}
+        scored = [step for step in steps if metrics[step] is not None]
+        scored.sort(key=lambda step: self.best_fn(metrics[step]), reverse=self.best_mode == "max")
+        return scored + [step for step in steps if metrics[step] is None]
 
-        Ranked by the Orbax metrics saved with each step, under the `monitor` and `mode`
-        ('min' or 'max') that the steps' meta records; without them, the latest step (with
-        `save_best_only`, each save improved on every earlier one).
-        """
-        steps = self._manager.all_steps()
-        if not steps:
-            return None
-        meta = self._manager.restore(max(steps), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        monitor, mode = meta.get("monitor"), meta.get("mode")
-        values = {step: (self._manager.metrics(step) or {}).get(monitor) for step in steps} if monitor else {}
-        values = {step: value for step, value in values.items() if value is not None}
-        if not values or mode not in ("min", "max"):
-            return self._manager.latest_step()
-        sign = 1 if mode == "min" else -1
-        return min(values, key=lambda step: (sign * values[step], step))  # ties: the earliest step
+    def custom_metadata(self) -> dict:
+        return dict(self._manager.metadata().custom_metadata or {})
 
-    def save(self, step: int, state, meta: dict) -> None:
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    def save(self, step: int, items: dict, meta: dict, metrics: dict | None = None) -> None:
+        """Saves `items` (pytrees of arrays) and `meta` (JSON) as `step` (asynchronously:
+        the arrays are copied off the device before this returns)."""
+        meta = {**meta, "fingerprints": {name: fingerprint(tree) for name, tree in items.items()}}
+        args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
+        self._manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), metrics=metrics)
+
+    def items(self, step: int) -> set[str]:
+        """The array items `step` holds (every item but `meta`)."""
+        path = os.path.join(self.directory, str(step))
+        return {name for name in os.listdir(path) if name != "meta" and os.path.isdir(os.path.join(path, name))}
 
     def restore(self, state_like, step: int | None = None):
-        """Restores into the structure, shapes and shardings of `state_like`; returns (state, meta)."""
-        step = self.latest_step() if step is None else step
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        """Restores a TrainState into the structure and shardings of `state_like`: `step`, or
+        the step to use first (newest, or best) that is intact. Returns (state, meta)."""
+        steps = self.ranked_steps() if step is None else [step]
+        _, restored = self.restore_first_intact(steps, {"state": state_like}, move_aside=False)
         return restored["state"], restored["meta"]
+
+    def restore_items(self, step: int, templates: dict) -> dict:
+        """Restores `step` into the structures, shapes and shardings of `templates`
+        ({item: pytree}; items the step lacks are skipped), and checks the fingerprints.
+        Returns {item: pytree, 'meta': dict}; raises CorruptCheckpoint."""
+        present = self.items(step)
+        wanted = {name: t for name, t in templates.items() if name in present and t is not None}
+        try:
+            args = {name: ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, t))
+                    for name, t in wanted.items()}
+            restored = dict(self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore(), **args)))
+        except Exception as e:  # Orbax, TensorStore and JSON errors alike: the step is unreadable
+            raise CorruptCheckpoint(_first_line(e)) from e
+        stored = (restored["meta"] or {}).get("fingerprints", {})
+        for name in wanted:
+            if name in stored and fingerprint(restored[name]) != stored[name]:
+                raise CorruptCheckpoint(f"the '{name}' arrays do not match their fingerprint")
+        return restored
+
+    def restore_first_intact(self, steps: list[int], templates: dict, move_aside: bool = True) -> tuple[int, dict]:
+        """Restores the first intact step of `steps`. The corrupt ones before it are
+        reported and, with `move_aside`, moved to workdir/corrupt_checkpoints/ (so that the
+        redone steps can be saved again). When no step is intact nothing is moved (the
+        cause may be this code rather than the files) and CorruptCheckpoint is raised."""
+        failures = []
+        for step in steps:
+            try:
+                restored = self.restore_items(step, templates)
+            except CorruptCheckpoint as e:
+                failures.append((step, e))
+                continue
+            for bad, error in failures:
+                where = os.path.join(self.directory, str(bad))
+                moved = f"; moved it to {self._move_aside(bad)}" if move_aside else ""
+                _report(f"checkpoint {where} is corrupt ({error}){moved}; using step {step}")
+            return step, restored
+        raise CorruptCheckpoint("; ".join(f"step {step}: {error}" for step, error in failures) or "no steps")
+
+    def restore_latest(self, templates: dict) -> tuple[int, dict]:
+        """The latest intact step (see `restore_first_intact`)."""
+        return self.restore_first_intact(sorted(self.all_steps(), reverse=True), templates)
+
+    def _move_aside(self, step: int) -> str:
+        target = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR, f"{os.path.basename(self.directory)}-{step}")
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        _sync("jaxcnn_checkpoint_moved_aside")
+        self._manager.reload()
+        return target
+
+    def delete_after(self, step: int) -> None:
+        """Deletes the steps after `step` (saved by a run that was killed and is resumed)."""
+        for later in self.all_steps():
+            if later > step:
+                self._manager.delete(later)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def best_checkpointer(directory: str, monitor: str, mode: str, max_to_keep: int) -> Checkpointer:
+    """The best `max_to_keep` steps by the Orbax metric `monitor` ('min' or 'max' is better)."""
+    return Checkpointer(directory, max_to_keep=max_to_keep, best_fn=lambda metrics: metrics[monitor],
+                        best_mode=mode, metadata={"monitor": monitor, "mode": mode})
+
+
+# --- reading a workdir's checkpoints ------------------------------------------------------
+
+def directory(workdir: str, which: str = "latest") -> str:
+    if which not in ("latest", "best"):
+        raise UserError(f"unknown checkpoint {which!r}; use latest or best")
+    return os.path.join(workdir, LATEST_DIR if which == "latest" else BEST_DIR)
+
+
+def open_checkpoints(workdir: str, which: str = "latest") -> Checkpointer:
+    """The workdir's latest or best checkpoints, for reading."""
+    path = directory(workdir, which)
+    if not os.path.isdir(path) or not any(name.isdigit() for name in os.listdir(path)):
+        hint = ("train with --config.callbacks.model_checkpoint.enabled=true to keep best checkpoints"
+                if which == "best" else "train a run in it first")
+        raise UserError(f"no {which} checkpoint in {path}; {hint}")
+    if which == "latest":
+        return Checkpointer(path, max_to_keep=None, create=False)
+    info = Checkpointer(path, max_to_keep=None, create=False).custom_metadata()
+    if "monitor" not in info:
+        raise UserError(f"{path} does not record which metric ranks its checkpoints; it was not written by "
+                        "ModelCheckpoint")
+    return Checkpointer(path, max_to_keep=None, create=False, best_fn=lambda m: m[info["monitor"]],
+                        best_mode=info["mode"])
+
+
+def restore(workdir: str, state_like, which: str = "latest", step: int | None = None):
+    """Restores a TrainState saved in `workdir` into the structure and shardings of
+    `state_like`: the latest or best step (or `step`). Returns (state, meta); a corrupt
+    step is reported and the next one used (the previous, or the next best)."""
+    checkpointer = open_checkpoints(workdir, which)
+    try:
+        if step is not None and step not in checkpointer.all_steps():
+            raise UserError(f"no step {step} in {checkpointer.directory}; it holds {checkpointer.all_steps()}")
+        return checkpointer.restore(state_like, step)
+    except CorruptCheckpoint as e:
+        raise UserError(f"no checkpoint in {checkpointer.directory} can be restored ({e}); retrain the run") from e
+    finally:
+        checkpointer.close()

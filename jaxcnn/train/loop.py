@@ -1,4 +1,14 @@
-"""The fit loop: data -> jitted, sharded steps -> metrics -> callbacks -> checkpoints."""
+"""The fit loop: data -> jitted, sharded steps -> metrics -> callbacks -> checkpoints.
+
+Resuming is exact: a checkpoint holds the train state (params, optimizer state with the
+learning-rate scale, BatchNorm statistics, EMA, step), the running metrics of the epoch
+in progress, the history and every callback's state; the data order and the dropout
+noise are functions of (seed, epoch, step). So a run killed at any point and resumed
+from its latest checkpoint ends bitwise equal to an uninterrupted one (on CPU).
+
+Checkpoints are saved at each epoch end, every `checkpoint_every_steps` steps, and when
+the process receives SIGTERM (then it exits with status 143).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +16,13 @@ import functools
 import math
 import os
 import shutil
+import signal
+import sys
 import time
 
 import jax
 import ml_collections
+import numpy as np
 
 from jaxcnn import config as config_lib
 from jaxcnn import data as data_lib
@@ -19,9 +32,60 @@ from jaxcnn.data.augment import Augment
 from jaxcnn.errors import UserError
 from jaxcnn.heads import Head
 from jaxcnn.train import callbacks as callbacks_lib
+from jaxcnn.train import checkpoint as checkpoint_lib
+from jaxcnn.train import distributed
 from jaxcnn.train import state as state_lib
 from jaxcnn.train import steps, workdir as workdir_lib
-from jaxcnn.train.checkpoint import Checkpointer
+
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+
+
+class Preempted(SystemExit):
+    """Raised after SIGTERM, once the checkpoint is saved: the process exits with status 143,
+    as a process ended by SIGTERM does, so a job script can tell it from a finished run."""
+
+    def __init__(self, message: str):
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.message = message
+
+
+class _PreemptionGuard:
+    """Turns SIGTERM into a request the loop honours at the next step boundary.
+
+    Single process: a Python signal handler sets a flag. Multi-process: JAX's preemption
+    service (started by jax.distributed.initialize) propagates the notice to every process
+    and picks the same step on all of them (`reached_preemption_sync_point`).
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.multiprocess = jax.process_count() > 1
+        self._requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if self.enabled and not self.multiprocess:
+            try:
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # not the main thread: leave SIGTERM alone
+                self.enabled = False
+        return self
+
+    def _handle(self, signum, frame):
+        self._requested = True
+
+    def requested(self, step: int) -> bool:
+        if not self.enabled:
+            return False
+        if self.multiprocess:
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._requested
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
 
 
 class Trainer:
@@ -46,100 +110,201 @@ class Trainer:
                          if self.dataset.validation is not None else None)
         self.test_data = pipeline.make_split(self.dataset.test, self.mesh, eval_batch, preprocess)
         self.steps_per_epoch = self.train_data.num_batches
-        self.tx, self.lr_fn = optim.create(config, self.steps_per_epoch)
 
         root = jax.random.key(config.seed)
         init_rng, self.dropout_rng, self.shuffle_rng = jax.random.split(root, 3)
-        repl = pipeline.replicated(self.mesh)
+        self.replicated = pipeline.replicated(self.mesh)
         try:
-            self.state = state_lib.create(self.model, self.tx, self.dataset.image_shape, init_rng, sharding=repl)
+            shapes = state_lib.abstract(self.model, self.dataset.image_shape)
         except (TypeError, ValueError) as e:
             raise UserError(f"model '{config.model}' cannot take {self.dataset.image_shape} inputs of "
                             f"'{config.dataset}': {str(e).splitlines()[0]}") from e
+        self.tx, self.lr_fn = optim.create(config, self.steps_per_epoch, shapes["params"])
+        opt = config.optimization
+        self.options = steps.StepOptions(
+            label_smoothing=config.regularization.label_smoothing,
+            penalty=optim.penalty(config, shapes["params"]),
+            ema_momentum=opt.ema_momentum, accumulation_steps=opt.gradient_accumulation_steps,
+            frozen_stats=(optim.frozen_mask(opt.freeze, shapes["batch_stats"])
+                          if opt.freeze and shapes.get("batch_stats") else None))
+        self.state = state_lib.create(self.model, self.tx, self.dataset.image_shape, init_rng,
+                                      sharding=self.replicated, ema=opt.ema_momentum > 0)
         batch = pipeline.batch_sharded(self.mesh)
-        self._train_step = jax.jit(functools.partial(steps.train_step, head=self.head), donate_argnums=0,
-                                   in_shardings=(repl, batch, repl), out_shardings=(repl, repl))
-        self._eval_step = jax.jit(functools.partial(steps.eval_step, head=self.head),
+        repl = self.replicated
+        self._train_step = jax.jit(functools.partial(steps.train_step, head=self.head, options=self.options),
+                                   donate_argnums=0, in_shardings=(repl, batch, repl), out_shardings=(repl, repl))
+        self._eval_step = jax.jit(functools.partial(steps.eval_step, head=self.head, options=self.options),
                                   in_shardings=(repl, batch), out_shardings=repl)
         self.stop_training = False
         self.initial_epoch = 0
+        self.epoch_start_batch = 0  # batches of `initial_epoch` done before a mid-epoch resume
         self.history: dict[str, list[float]] = {}
         self.workdir = None
+
+    # --- the learning rate, for callbacks -----------------------------------------------
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate of the next step: the schedule's times the scale."""
+        base = np.float32(self.lr_fn(int(self.state.step)))
+        return float(base * np.float32(optim.get_lr_scale(self.state.opt_state)))
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Sets the scale so that the next step's learning rate is `lr`."""
+        base = float(self.lr_fn(int(self.state.step)))
+        if base == 0.0:
+            raise UserError("the learning rate cannot be set while the schedule is at 0 (warmup start or "
+                            "decay end); use a schedule that is not 0 there")
+        self.state = self.state.replace(opt_state=optim.set_lr_scale(
+            self.state.opt_state, lr / base, sharding=self.replicated))
 
     # --- evaluation -----------------------------------------------------------
 
     def evaluate(self, split: pipeline.DeviceSplit, state=None) -> dict[str, float]:
-        """Mean loss and accuracy over every example of `split` (padding excluded)."""
+        """Mean loss and accuracy over every example of `split` (padding excluded); the loss
+        is Keras' (label smoothing and L1/L2 penalties included), of the EMA weights when
+        kept."""
         state = self.state if state is None else state
-        total = steps.Metrics.empty()
+        total = self._empty_metrics()
         for batch in split.batches():
             total = steps.merge(total, self._eval_step(state, batch))
         return steps.to_host(total)
+
+    def _empty_metrics(self) -> steps.Metrics:
+        return jax.device_put(steps.Metrics.empty(), self.replicated)
 
     # --- training -------------------------------------------------------------
 
     def fit(self, workdir: str | None = None, callbacks=()) -> callbacks_lib.History:
         """Trains for `config.epochs` (resuming from `workdir`'s latest checkpoint)."""
         config = self.config
+        primary = jax.process_index() == 0
         checkpointer = None
         if workdir is not None:
             workdir_lib.check_run(workdir, config)
-            os.makedirs(workdir, exist_ok=True)
             self.workdir = workdir
-            workdir_lib.write_json(os.path.join(workdir, "config.json"), config_lib.to_json(config))
-            workdir_lib.write_json(os.path.join(workdir, "dataset.json"), self.dataset.describe())
-            checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_max_to_keep)
-            if checkpointer.latest_step() is not None:
-                self.state, meta = checkpointer.restore(self.state)
-                self.initial_epoch, self.history = meta["epoch"], meta["history"]
+            if primary:
+                os.makedirs(workdir, exist_ok=True)
+                workdir_lib.write_json(os.path.join(workdir, "config.json"), config_lib.to_json(config))
+                workdir_lib.write_json(os.path.join(workdir, "dataset.json"), self.dataset.describe())
+            checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, checkpoint_lib.LATEST_DIR),
+                                                       config.checkpoint_max_to_keep)
 
         verbose = config.verbose if config.verbose >= 0 else (1 if os.isatty(2) else 2)
-        history = callbacks_lib.History()
-        cbs = [history, callbacks_lib.ProgbarLogger(verbose, config.log_every_steps)]
-        if workdir is not None:
-            cbs += [callbacks_lib.MetricsLogger(os.path.join(workdir, "metrics.jsonl")),
-                    callbacks_lib.TensorBoard(os.path.join(workdir, "tensorboard"))]
-        cbs = callbacks_lib.CallbackList(cbs + list(callbacks), self, {
-            "epochs": config.epochs, "steps": self.steps_per_epoch, "batch_size": config.batch_size,
-            "verbose": verbose})
-        cbs.on_train_begin()
+        cbs = callbacks_lib.CallbackList(
+            callbacks_lib.from_config(config, workdir) + list(callbacks)
+            + callbacks_lib.loggers(config, workdir, verbose),
+            self, {"epochs": config.epochs, "steps": self.steps_per_epoch, "batch_size": config.batch_size,
+                   "verbose": verbose})
+        history = next(cb for cb in cbs.callbacks if isinstance(cb, callbacks_lib.History))
+        running = self._empty_metrics()
+        meta = self._restore(checkpointer, cbs) if checkpointer is not None and checkpointer.all_steps() else None
+        if meta is not None:
+            running, elapsed = meta.pop("running"), meta.get("epoch_seconds", 0.0)
+        else:
+            elapsed = 0.0
         try:
-            for epoch in range(self.initial_epoch, config.epochs):
-                logs = self._train_epoch(epoch, cbs)
-                for k, v in logs.items():
-                    self.history.setdefault(k, []).append(v)
-                if checkpointer is not None:
-                    checkpointer.save(int(self.state.step), self.state,
-                                      {"epoch": epoch + 1, "history": self.history})
-                cbs.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
+            cbs.on_train_begin()
+            if meta is not None:
+                cbs.load_states(meta.get("callbacks", {}), meta.get("callback_arrays"))
+            with _PreemptionGuard(enabled=checkpointer is not None) as guard:
+                epoch, start = self.initial_epoch, self.epoch_start_batch
+                while epoch < config.epochs and not self.stop_training:
+                    self._train_epoch(epoch, start, running, elapsed, cbs, checkpointer, guard)
+                    epoch, start, running, elapsed = epoch + 1, 0, self._empty_metrics(), 0.0
+                    if guard.requested(int(self.state.step)):  # the epoch's checkpoint is saved already
+                        self._preempted(checkpointer)
         finally:
             if checkpointer is not None:
                 checkpointer.close()
         cbs.on_train_end()
         return history
 
-    def _train_epoch(self, epoch: int, cbs: callbacks_lib.CallbackList) -> dict[str, float]:
-        start = time.perf_counter()
+    def _restore(self, checkpointer: checkpoint_lib.Checkpointer, cbs: callbacks_lib.CallbackList) -> dict:
+        """Restores the latest intact checkpoint into the trainer; returns its meta plus
+        `running` (the epoch's running metrics) and `callback_arrays`."""
+        templates = {"state": self.state, "running_metrics": self._empty_metrics()}
+        templates.update({f"callback_{key}": t for key, t in cbs.array_templates().items()})
+        try:
+            step, restored = checkpointer.restore_latest(templates)
+        except checkpoint_lib.CorruptCheckpoint as e:
+            raise UserError(f"no checkpoint in {checkpointer.directory} can be restored ({e}); "
+                            "move the folder away to restart the run from scratch") from e
+        meta = restored["meta"]
+        self.state = restored["state"]
+        self.initial_epoch, self.epoch_start_batch = meta["epoch"], meta.get("batch", 0)
+        self.history = meta["history"]
+        self.stop_training = meta.get("stopped", False)
+        meta["running"] = restored.get("running_metrics", self._empty_metrics()) if self.epoch_start_batch else self._empty_metrics()
+        meta["callback_arrays"] = {key[len("callback_"):]: tree for key, tree in restored.items()
+                                   if key.startswith("callback_")}
+        if int(self.state.step) != step:
+            raise UserError(f"checkpoint step {step} holds a state at step {int(self.state.step)}; it is not this run's")
+        if self.config.verbose != 0 and jax.process_index() == 0:
+            where = f"epoch {self.initial_epoch + 1}, batch {self.epoch_start_batch}" if self.epoch_start_batch \
+                else f"the end of epoch {self.initial_epoch}"
+            stopped = "; the run was stopped early and stays stopped" if self.stop_training else ""
+            print(f"Restored step {step} ({where}) from {checkpointer.directory}{stopped}", flush=True)
+        return meta
+
+    def _save(self, checkpointer, cbs, running, epoch: int, batch: int, seconds: float) -> None:
+        """Saves the latest checkpoint: `epoch` epochs done, plus `batch` batches of the next."""
+        if checkpointer is None:
+            return
+        step = int(self.state.step)
+        if step in checkpointer.all_steps():
+            return
+        items = {"state": self.state, "running_metrics": running}
+        items.update({f"callback_{key}": tree for key, tree in cbs.array_states().items()})
+        checkpointer.save(step, items, {"epoch": epoch, "batch": batch, "history": self.history,
+                                        "callbacks": cbs.state_dicts(), "stopped": self.stop_training,
+                                        "epoch_seconds": seconds})
+
+    def _preempted(self, checkpointer) -> None:
+        checkpointer.close()
+        step = int(self.state.step)
+        message = (f"received SIGTERM: saved a checkpoint at step {step} in {checkpointer.directory}; "
+                   f"resume with `jaxcnn train --workdir {self.workdir}`")
+        if jax.process_index() == 0:
+            print(f"jaxcnn: {message}", file=sys.stderr, flush=True)
+        raise Preempted(message)
+
+    def _train_epoch(self, epoch: int, start: int, running, elapsed: float, cbs: callbacks_lib.CallbackList,
+                     checkpointer, guard: _PreemptionGuard) -> dict[str, float]:
+        began = time.perf_counter() - elapsed
         cbs.on_epoch_begin(epoch)
-        running = steps.Metrics.empty()
-        step = epoch * self.steps_per_epoch
-        for batch in self.train_data.batches(self.shuffle_rng, epoch):
+        step = epoch * self.steps_per_epoch + start
+        every = self.config.checkpoint_every_steps
+        for batch in self.train_data.batches(self.shuffle_rng, epoch, start=start):
             cbs.on_train_batch_begin(step)
             self.state, batch_metrics = self._train_step(self.state, batch, self.dropout_rng)
             running = steps.merge(running, batch_metrics)
             if cbs.wants_batch_end:
                 cbs.on_train_batch_end(step, callbacks_lib.LazyLogs(functools.partial(steps.to_host, running)))
             step += 1
+            if self.stop_training:  # Keras checks after every batch
+                break
+            done = step - epoch * self.steps_per_epoch
+            if done == self.steps_per_epoch:
+                continue  # the epoch-end checkpoint follows
+            preempted = guard.requested(step)
+            if preempted or (every and step % every == 0):
+                self._save(checkpointer, cbs, running, epoch, done, time.perf_counter() - began)
+            if preempted:
+                self._preempted(checkpointer)
         logs = steps.to_host(running)
-        if not math.isfinite(logs["loss"]):
+        if not math.isfinite(logs["loss"]) and not self.stop_training:
             raise UserError(f"the training loss became {logs['loss']} in epoch {epoch + 1}; "
                             "lower --config.learning_rate or check the data")
         if self.val_data is not None:
             logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_data).items()})
-        logs["learning_rate"] = float(self.lr_fn(step))
-        logs["seconds"] = time.perf_counter() - start
+        logs["learning_rate"] = self.learning_rate
+        logs["seconds"] = time.perf_counter() - began
+        cbs.on_epoch_end(epoch, logs)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+        if math.isfinite(logs["loss"]):  # a checkpoint never holds a diverged state
+            self._save(checkpointer, cbs, self._empty_metrics(), epoch + 1, 0, 0.0)
         return logs
 
 
@@ -149,20 +314,27 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None = None, callbacks
     On a workdir that already holds this run, training resumes from its latest checkpoint.
     `eval/test.json` records `wall_seconds`: this call's time from loading the data to the
     end of the test evaluation (imports excluded; a resumed run counts its last call only).
+    A multi-host run (config.distributed or the JAX_* environment) joins its processes first.
     """
     start = time.perf_counter()
     resuming = workdir is not None and workdir_lib.check_run(workdir, config)  # fails before loading data
+    distributed.initialize(config)
+    primary = jax.process_index() == 0
     trainer = Trainer(config)
-    if config.verbose != 0:
+    if config.verbose != 0 and primary:
+        params = trainer.state.params
+        trainable = optim.count_trainable(config.optimization.freeze, params)
+        frozen = f", {trainable:,} trainable" if trainable != state_lib.count_params(params) else ""
         print(f"{'Resuming' if resuming else 'Training'} {config.model} "
-              f"({state_lib.count_params(trainer.state.params):,} parameters) on {config.dataset}"
-              + (f" in {workdir}" if workdir else ""), flush=True)
+              f"({state_lib.count_params(params):,} parameters{frozen}) on {config.dataset}"
+              + (f" in {workdir}" if workdir else "")
+              + (f", {jax.process_count()} processes" if jax.process_count() > 1 else ""), flush=True)
     created = workdir is not None and not os.path.exists(workdir)
     try:
         history = trainer.fit(workdir, callbacks)
     except BaseException:
         # A run that fails before its first checkpoint leaves no workdir behind.
-        if created and not workdir_lib.has_checkpoint(workdir):
+        if primary and created and not workdir_lib.has_checkpoint(workdir):
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     from jaxcnn import evaluate, plots
@@ -171,11 +343,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None = None, callbacks
     results = evaluation.results
     results.update(epoch=len(trainer.history.get("loss", [])), step=int(trainer.state.step),
                    wall_seconds=round(time.perf_counter() - start, 1))
-    if workdir is not None:  # the files of `jaxcnn evaluate`, and the training curves
+    if workdir is not None and primary:  # the files of `jaxcnn evaluate`, and the training curves
         evaluation.save(workdir)
         plots.training_curves(plots.read_metrics(workdir), os.path.join(workdir, plots.PLOTS_DIR, "curves.png"),
                               title=f"{config.model} on {config.dataset}")
-    if trainer.config.verbose != 0:
+    if trainer.config.verbose != 0 and primary:
         print(f"Test - loss: {results['loss']:.4f} - accuracy: {results['accuracy']:.4f} "
               f"({results['num_examples']} images)", flush=True)
     return history

@@ -4,12 +4,15 @@ host merges and reads them once per log interval, never once per step.
 (No `from __future__ import annotations` here: clu reads the Metrics annotations.)
 """
 
+import dataclasses
+from typing import Any, Callable, Optional
 
 import flax
 import jax
 import jax.numpy as jnp
 from clu import metrics as clu_metrics
 
+from jaxcnn import optim
 from jaxcnn.heads import Head
 from jaxcnn.train.state import TrainState
 
@@ -21,11 +24,32 @@ class Metrics(clu_metrics.Collection):
     accuracy: clu_metrics.Average.from_output("accuracy")
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What a step computes besides the head's loss (fixed for a run)."""
+    label_smoothing: float = 0.0
+    # params -> scalar L1/L2 penalty, added to the loss as Keras adds its kernel regularizers.
+    penalty: Optional[Callable[[Any], jax.Array]] = None
+    ema_momentum: float = 0.0
+    accumulation_steps: int = 1
+    # batch_stats leaves of frozen layers keep their values (a static mask, or None).
+    frozen_stats: Any = dataclasses.field(default=None, hash=False, compare=False)
+
+
 def _masked_mean(values, mask):
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, head: Head) -> tuple[TrainState, Metrics]:
+def _objective(head: Head, options: StepOptions, logits, labels, params):
+    """Per-example loss as Keras reports it: the (label-smoothed) loss plus the penalties."""
+    per_example = head.loss(logits, labels, options.label_smoothing)
+    if options.penalty is not None:
+        per_example = per_example + options.penalty(params)
+    return per_example
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, head: Head,
+               options: StepOptions = StepOptions()) -> tuple[TrainState, Metrics]:
     """One gradient step. Dropout noise is `fold_in(rng, step)`: the same run replays exactly."""
     dropout_rng = jax.random.fold_in(rng, state.step)
     has_batch_stats = bool(state.batch_stats)
@@ -34,22 +58,32 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, head: Head) ->
         out = state.apply_fn(state.variables(params), batch["image"], train=True, rngs={"dropout": dropout_rng},
                              mutable=["batch_stats"] if has_batch_stats else False)
         logits, updates = out if has_batch_stats else (out, {})
-        per_example = head.loss(logits, batch["label"])
+        per_example = _objective(head, options, logits, batch["label"], params)
         return _masked_mean(per_example, batch["mask"]), (logits, per_example, updates)
 
     (_, (logits, per_example, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
+    new_state = state.apply_gradients(grads=grads)
     if has_batch_stats:
-        state = state.replace(batch_stats=updates["batch_stats"])
+        stats = updates["batch_stats"]
+        if options.frozen_stats is not None:
+            stats = jax.tree.map(lambda frozen, new, old: old if frozen else new,
+                                 options.frozen_stats, stats, state.batch_stats)
+        new_state = new_state.replace(batch_stats=stats)
+    if state.ema_params is not None:
+        new_state = new_state.replace(ema_params=optim.ema_update(
+            state.ema_params, new_state.params, options.ema_momentum, state.step // options.accumulation_steps))
     metrics = Metrics.single_from_model_output(
         loss=per_example, accuracy=head.correct(logits, batch["label"]), mask=batch["mask"])
-    return state, metrics
+    return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, head: Head) -> Metrics:
-    logits = state.apply_fn(state.variables(), batch["image"], train=False)
+def eval_step(state: TrainState, batch: dict, *, head: Head, options: StepOptions = StepOptions()) -> Metrics:
+    """Loss and accuracy of the evaluated params (the moving average when one is kept)."""
+    params = state.eval_params
+    logits = state.apply_fn(state.variables(params), batch["image"], train=False)
     return Metrics.single_from_model_output(
-        loss=head.loss(logits, batch["label"]), accuracy=head.correct(logits, batch["label"]), mask=batch["mask"])
+        loss=_objective(head, options, logits, batch["label"], params),
+        accuracy=head.correct(logits, batch["label"]), mask=batch["mask"])
 
 
 @jax.jit

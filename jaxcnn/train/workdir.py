@@ -7,8 +7,11 @@ import os
 
 from jaxcnn.errors import UserError
 
-# Keys that may change when a run is resumed (everything else must match the run's config).
-RESUMABLE_CHANGES = ("epochs", "verbose", "log_every_steps")
+# Keys that may change when a run is resumed (everything else must match the run's config):
+# they change how long it runs, what it prints and logs, how it checkpoints, and where its
+# processes meet; a key ending in '.' names a group.
+RESUMABLE_CHANGES = ("epochs", "verbose", "log_every_steps", "checkpoint_every_steps", "checkpoint_max_to_keep",
+                     "callbacks.tensorboard.", "distributed.")
 
 
 def check(path: str) -> bool:
@@ -35,13 +38,28 @@ def check_run(path: str, config) -> bool:
 
 def check_resume(stored, requested) -> None:
     """A resumed run must keep its config, except `RESUMABLE_CHANGES`."""
-    old, new = stored.to_dict(), requested.to_dict()
+    old, new = _flat(stored.to_dict()), _flat(requested.to_dict())
     diffs = [k for k in sorted(set(old) | set(new))
-             if k not in RESUMABLE_CHANGES and _normal(old.get(k)) != _normal(new.get(k))]
+             if not _resumable(k) and _normal(old.get(k)) != _normal(new.get(k))]
     if diffs:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs[:3])
+        allowed = ", ".join(k + "*" if k.endswith(".") else k for k in RESUMABLE_CHANGES)
         raise UserError(f"the workdir holds a run with a different config ({shown}); "
-                        f"resume it unchanged (only {', '.join(RESUMABLE_CHANGES)} may change) or use a new --workdir")
+                        f"resume it unchanged (only {allowed} may change) or use a new --workdir")
+
+
+def _resumable(key: str) -> bool:
+    return any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in RESUMABLE_CHANGES)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def _normal(value):
