@@ -158,17 +158,30 @@ def test_a_missing_workdir_or_checkpoint_is_one_line_exit_2(tmp_path, digits_run
     assert sorted(os.listdir(untrained)) == ["config.json", "dataset.json"]
 
 
-def test_a_corrupt_checkpoint_is_one_line_exit_2(digits_run, tmp_path, capsys):
-    workdir = tmp_path / "run"
-    shutil.copytree(digits_run, workdir)
-    latest = max(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
-    for root, _, files in os.walk(workdir / "checkpoints" / str(latest) / "state"):
+def truncate_state(checkpoint_dir):
+    for root, _, files in os.walk(checkpoint_dir / "state"):
         for name in files:
             with open(os.path.join(root, name), "r+b") as f:
                 f.truncate(3)
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_and_all_corrupt_is_one_line_exit_2(digits_run, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    shutil.copytree(digits_run, workdir)
+    steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
+    truncate_state(workdir / "checkpoints" / str(steps[-1]))
     shutil.rmtree(workdir / "eval")
+    assert cli.main(["evaluate", "--workdir", str(workdir)]) == 0
+    err = capsys.readouterr().err
+    assert f"checkpoints/{steps[-1]} is corrupt" in err and f"using step {steps[-2]}" in err
+    assert read_json(workdir / "eval" / "test.json")["step"] == steps[-2]
+    assert sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()) == steps  # reading moves nothing
+
+    shutil.rmtree(workdir / "eval")
+    for step in steps:
+        truncate_state(workdir / "checkpoints" / str(step))
     assert cli.main(["evaluate", "--workdir", str(workdir)]) == 2
-    assert "cannot be restored" in one_line_error(capsys)
+    assert "can be restored" in one_line_error(capsys)
     assert not (workdir / "eval").exists()
 
 
