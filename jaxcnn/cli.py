@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import os
 import sys
 
@@ -208,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, extra)
     except UserError as e:
         print(f"jaxcnn: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk outside checkpoints (logs, plots): one line too
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        print(f"jaxcnn: error: cannot write {e.filename or 'a file'}: {e.strerror}; free space on that disk, then "
+              "run the same command again (a run resumes from its latest checkpoint)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxcnn: interrupted", file=sys.stderr)

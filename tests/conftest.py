@@ -14,6 +14,7 @@ SHARED = os.environ.get("JAXCNN_SHARED", os.path.join(os.path.dirname(REPO), "sh
 MNIST_SOURCE = os.path.join(SHARED, "data", "mnist")
 CIFAR10_SOURCE = os.path.join(SHARED, "data", "cifar10")
 INTEL_SCENES_SOURCE = os.path.join(SHARED, "data", "intel_scenes")
+sys.path.insert(0, os.path.join(REPO, "tools"))  # tools/fault_injection.py: the run that faults are injected into
 
 
 def prepared(tmp_path_factory, kind: str, source: str, what: str, **options) -> str:
@@ -62,3 +63,13 @@ def digits_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("digits_run") / "run")
     fit(config, workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """The record (tools/fault_injection.record) of the fault-injection run, never interrupted."""
+    from fault_injection import make_config, record
+    from jaxcnn.train import fit
+    workdir = tmp_path_factory.mktemp("straight") / "run"
+    fit(make_config(), str(workdir))
+    return record(workdir)

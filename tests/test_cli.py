@@ -24,8 +24,8 @@ def trained(tmp_path_factory):
 
 
 def test_train_writes_the_workdir_contract(trained):
-    assert sorted(os.listdir(trained)) == ["checkpoints", "config.json", "dataset.json", "eval", "metrics.jsonl",
-                                           "plots", "tensorboard"]
+    assert sorted(os.listdir(trained)) == ["checkpoints", "config.json", "dataset.json", "eval", "lock",
+                                           "metrics.jsonl", "plots", "tensorboard"]
     config = json.load(open(os.path.join(trained, "config.json")))
     dataset = json.load(open(os.path.join(trained, "dataset.json")))
     assert dataset == {"name": "digits", "image_shape": [8, 8, 1], "class_names": [str(i) for i in range(10)],

@@ -18,98 +18,18 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from jaxcnn import config as config_lib
 from jaxcnn.errors import UserError
-from jaxcnn.train import Callback, fit
+from jaxcnn.train import fit
 from conftest import REPO
 
-CONFIG_CODE = '''
-def make_config(epochs=3):
-    from jaxcnn import config as config_lib
-    c = config_lib.get_config()
-    c.verbose, c.epochs = 0, epochs
-    c.model_kwargs.dropout_rate = 0.25
-    c.checkpoint_every_steps = 20
-    c.optimization.ema_momentum = 0.9
-    c.optimization.gradient_accumulation_steps = 2
-    c.callbacks.tensorboard.enabled = False  # spares each process TensorFlow's import
-    c.callbacks.reduce_lr_on_plateau.update(enabled=True, patience=0, factor=0.5, min_delta=1.0)
-    c.callbacks.early_stopping.update(enabled=True, patience=10, restore_best_weights=True)
-    c.callbacks.model_checkpoint.update(enabled=True, save_freq="50", max_to_keep=2)
-    c.callbacks.csv_logger.enabled = True
-    return c
-'''
-exec(CONFIG_CODE)
-
-# The process kills itself at a given hook, so each kill lands at a chosen point.
-RUN = CONFIG_CODE + '''
-import os, signal, sys
-from jaxcnn.train import Callback, fit
-workdir, hook, at, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), getattr(signal, sys.argv[4])
-
-class Killer(Callback):
-    started = False
-
-    def on_train_batch_end(self, step, logs=None):
-        if not self.started and os.environ.get("STARTED_FILE"):  # tells a test that steps (re)started
-            self.started = True
-            open(os.environ["STARTED_FILE"], "w").close()
-
-    def on_train_batch_begin(self, step, logs=None):
-        if hook == "batch" and step == at:
-            os.kill(os.getpid(), sig)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if hook == "epoch_end" and epoch == at:
-            os.kill(os.getpid(), sig)
-
-fit(make_config(), workdir, callbacks=[Killer()])
-'''
-
-
-def launch(workdir, hook="none", at=-1, sig="SIGKILL"):
-    return subprocess.run([sys.executable, "-c", RUN, str(workdir), hook, str(at), sig], capture_output=True,
-                          text=True, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600)
-
-
-def record(workdir) -> dict:
-    """What a run leaves that must not depend on how often it was interrupted."""
-    workdir = str(workdir)
-    out = {}
-    for name in ("checkpoints", "best_checkpoints"):
-        manager = ocp.CheckpointManager(os.path.join(workdir, name))
-        steps = manager.all_steps()
-        out[name] = {step: _arrays(manager.restore(step)["state"]) for step in steps}
-        out[name + "_metrics"] = {step: manager.metrics(step) for step in steps}
-        out[name + "_meta"] = {step: _without_time(manager.restore(step)["meta"]) for step in steps}
-    out["metrics.jsonl"] = [_without_time(json.loads(line)) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    out["training.csv"] = [line.split(",")[:4] + line.split(",")[5:]
-                           for line in open(os.path.join(workdir, "training.csv")).read().splitlines()]
-    out["eval"] = _without_time(json.load(open(os.path.join(workdir, "eval", "test.json"))))
-    return out
-
-
-def _arrays(tree):
-    import jax
-    return [(str(path), np.asarray(leaf).dtype.str, np.asarray(leaf).tobytes())
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def _without_time(obj):
-    if isinstance(obj, dict):
-        return {k: _without_time(v) for k, v in obj.items() if k not in ("seconds", "wall_seconds", "epoch_seconds")}
-    return obj
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("straight") / "run"
-    fit(make_config(), str(workdir))
-    return record(workdir)
+# The run under test, the child program that kills itself at a chosen hook, and the record
+# of what a run leaves live in tools/fault_injection.py (which injects many more faults).
+from fault_injection import (CHILD as RUN, launch, make_config, record, _arrays, _without_time,
+                             largest_array_file, truncate)
 
 
 def assert_same_run(got: dict, expected: dict):
@@ -192,17 +112,6 @@ def two_epochs(tmp_path_factory):
     straight = tmp_path_factory.mktemp("three") / "run"
     fit(short_config(3), str(straight))
     return base, straight
-
-
-def largest_array_file(step_dir):
-    files = [os.path.join(root, f) for root, _, names in os.walk(step_dir / "state") for f in names]
-    return max(files, key=os.path.getsize)
-
-
-def truncate(step_dir):
-    path = largest_array_file(step_dir)
-    with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
 
 
 def overwrite(step_dir):

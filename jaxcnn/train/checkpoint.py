@@ -21,7 +21,10 @@ that fails either way is reported, moved aside and the previous one used.
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import resource
 import shutil
 import sys
 from collections.abc import Callable
@@ -35,10 +38,47 @@ from jaxcnn.errors import UserError
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best_checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"
+DELETING_DIR = "deleting"  # inside a checkpoint directory: old steps on their way out
 
 
 class CorruptCheckpoint(Exception):
     """A checkpoint step that cannot be restored intact."""
+
+
+class CheckpointWriteError(UserError):
+    """The storage refused a checkpoint (a full disk, a quota, a file-size limit)."""
+
+
+# What the OS and TensorStore say when storage refuses a write (ENOSPC, EDQUOT, EFBIG, EROFS).
+_STORAGE_FULL = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system")
+
+
+def _storage_reason(error: BaseException) -> str | None:
+    """The storage failure behind `error` (or its causes), else None."""
+    while error is not None:
+        text = str(error)
+        for reason in _STORAGE_FULL:
+            if reason in text:
+                return reason
+        if isinstance(error, OSError) and error.errno is not None:
+            return os.strerror(error.errno)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class _QuietStorageErrors(logging.Filter):
+    """Orbax's writer threads log each failed write with its traceback before the error reaches
+    the run, which reports it in one line (CheckpointWriteError): those logs are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if record.exc_info and record.exc_info[1] is not None and _storage_reason(record.exc_info[1]):
+            return False
+        return not any(reason in record.getMessage() for reason in _STORAGE_FULL)
+
+
+logging.getLogger("absl").addFilter(_QuietStorageErrors())
 
 
 # --- fingerprints -------------------------------------------------------------------
@@ -88,14 +128,29 @@ class Checkpointer:
                  best_mode: str = "min", metadata: dict | None = None, create: bool = True):
         self.directory = os.path.abspath(directory)
         self.best_fn, self.best_mode = best_fn, best_mode
+        self._failed = False  # a write failed (CheckpointWriteError): nothing more to wait for
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=create, best_fn=best_fn, best_mode=best_mode,
             keep_checkpoints_without_metrics=best_fn is None,
+            # A writer removes the temporary folders of saves that a killed run left unfinished
+            # (a reader must not: they may be a live run's save in progress).
+            cleanup_tmp_directories=create,
+            # Old steps are renamed out of the way (atomic) and deleted from there: a kill while
+            # deleting never leaves a half-deleted step that looks like a checkpoint.
+            todelete_subdir=DELETING_DIR if create else None,
             # Two managers (latest and best) save concurrently in a multi-host run: their
             # cross-process barriers need distinct names.
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 barrier_sync_key_prefix=os.path.basename(self.directory)))
         self._manager = ocp.CheckpointManager(self.directory, options=options, metadata=metadata)
+        if create:
+            self._purge_deleted()
+
+    def _purge_deleted(self) -> None:
+        """Deletes the old steps that Orbax moved to DELETING_DIR (a concurrent move may leave
+        some for the next purge)."""
+        if jax.process_index() == 0:
+            shutil.rmtree(os.path.join(self.directory, DELETING_DIR), ignore_errors=True)
 
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
@@ -122,7 +177,49 @@ class Checkpointer:
         the arrays are copied off the device before this returns)."""
         meta = {**meta, "fingerprints": {name: fingerprint(tree) for name, tree in items.items()}}
         args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
-        self._manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), metrics=metrics)
+        self._check_room(items)
+        try:
+            self._manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), metrics=metrics)
+        except Exception as e:
+            self._write_failed(e)
+        self._purge_deleted()  # the previous save, and the deletions it caused, are finished
+
+    def _check_room(self, items: dict) -> None:
+        """Refuses a save that cannot fit (free space, file-size limit) before writing any of it:
+        a write that fails midway leaves Orbax's writer threads failing one by one, and they print."""
+        leaves = [leaf for tree in items.values() for leaf in jax.tree.leaves(tree) if hasattr(leaf, "nbytes")]
+        needed, largest = sum(leaf.nbytes for leaf in leaves), max((leaf.nbytes for leaf in leaves), default=0)
+        stat = os.statvfs(self.directory)
+        free = stat.f_bavail * stat.f_frsize
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if needed > free:
+            self._refuse(f"No space left on device ({needed:,} bytes needed, {free:,} free)")
+        if limit != resource.RLIM_INFINITY and largest > limit:
+            self._refuse(f"File too large (an array of {largest:,} bytes, a file-size limit of {limit:,})")
+
+    def _refuse(self, reason: str, cause: Exception | None = None):
+        self._failed = True
+        kept = sorted(int(name) for name in os.listdir(self.directory) if name.isdigit())
+        raise CheckpointWriteError(
+            f"cannot write a checkpoint in {self.directory}: {reason}; free space on that disk (or raise the "
+            f"quota or file-size limit), then run the same command again to resume from the intact "
+            f"{'step ' + str(kept[-1]) if kept else 'start (no checkpoint was finished)'}") from cause
+
+    def _write_failed(self, error: Exception):
+        """A save failed (raised now, or by an asynchronous save, at the next save or wait): a
+        storage failure removes the unfinished step and becomes a CheckpointWriteError; the
+        finished steps are untouched. Anything else is re-raised."""
+        reason = _storage_reason(error)
+        if reason is None:
+            raise error
+        try:
+            self._manager.wait_until_finished()
+        except Exception:  # the same failure, from the writer threads
+            pass
+        if jax.process_index() == 0:
+            for unfinished in glob.glob(os.path.join(glob.escape(self.directory), "*.orbax-checkpoint-tmp*")):
+                shutil.rmtree(unfinished, ignore_errors=True)
+        self._refuse(reason, cause=error)
 
     def items(self, step: int) -> set[str]:
         """The array items `step` holds (every item but `meta`)."""
@@ -196,11 +293,21 @@ class Checkpointer:
                 self._manager.delete(later)
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        if self._failed:  # reported already
+            return
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            self._write_failed(e)
+        self._purge_deleted()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        self.wait()
+        try:
+            self._manager.close()
+        except Exception as e:
+            if not self._failed:
+                self._write_failed(e)
 
 
 def _sync(name: str) -> None:

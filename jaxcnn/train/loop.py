@@ -12,6 +12,7 @@ the process receives SIGTERM (then it exits with status 143).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -21,6 +22,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -88,6 +90,12 @@ class _PreemptionGuard:
         return False
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+                              if jnp.issubdtype(leaf.dtype, jnp.inexact)] or [True]))
+
+
 class Trainer:
     """Builds everything a run needs from its config; `fit()` trains, `evaluate()` scores.
 
@@ -140,6 +148,7 @@ class Trainer:
         self.epoch_start_batch = 0  # batches of `initial_epoch` done before a mid-epoch resume
         self.history: dict[str, list[float]] = {}
         self.workdir = None
+        self.diverged: UserError | None = None  # set when a callback (TerminateOnNaN) stopped a diverged run
 
     # --- the learning rate, for callbacks -----------------------------------------------
 
@@ -176,7 +185,12 @@ class Trainer:
     # --- training -------------------------------------------------------------
 
     def fit(self, workdir: str | None = None, callbacks=()) -> callbacks_lib.History:
-        """Trains for `config.epochs` (resuming from `workdir`'s latest checkpoint)."""
+        """Trains for `config.epochs` (resuming from `workdir`'s latest checkpoint), holding
+        the workdir's lock: a second run on the same workdir is refused."""
+        with _workdir_lock(workdir):
+            return self._fit(workdir, callbacks)
+
+    def _fit(self, workdir: str | None, callbacks) -> callbacks_lib.History:
         config = self.config
         primary = jax.process_index() == 0
         checkpointer = None
@@ -274,6 +288,7 @@ class Trainer:
         began = time.perf_counter() - elapsed
         cbs.on_epoch_begin(epoch)
         step = epoch * self.steps_per_epoch + start
+        checked = step  # steps up to here are known finite (checkpointed, or checked at a save)
         every = self.config.checkpoint_every_steps
         for batch in self.train_data.batches(self.shuffle_rng, epoch, start=start):
             cbs.on_train_batch_begin(step)
@@ -289,13 +304,19 @@ class Trainer:
                 continue  # the epoch-end checkpoint follows
             preempted = guard.requested(step)
             if preempted or (every and step % every == 0):
+                diverged = self._divergence(steps.to_host(running)["loss"], checked + 1, step, epoch, checkpointer)
+                if diverged is not None:
+                    raise diverged
+                checked = step
                 self._save(checkpointer, cbs, running, epoch, done, time.perf_counter() - began)
             if preempted:
                 self._preempted(checkpointer)
         logs = steps.to_host(running)
-        if not math.isfinite(logs["loss"]) and not self.stop_training:
-            raise UserError(f"the training loss became {logs['loss']} in epoch {epoch + 1}; "
-                            "lower --config.learning_rate or check the data")
+        # TerminateOnNaN checks every batch, so it stopped at the first non-finite one.
+        exact = self.stop_training and any(isinstance(cb, callbacks_lib.TerminateOnNaN) for cb in cbs.callbacks)
+        self.diverged = self._divergence(logs["loss"], step if exact else checked + 1, step, epoch, checkpointer)
+        if self.diverged is not None and not self.stop_training:
+            raise self.diverged
         if self.val_data is not None:
             logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_data).items()})
         logs["learning_rate"] = self.learning_rate
@@ -303,9 +324,22 @@ class Trainer:
         cbs.on_epoch_end(epoch, logs)
         for k, v in logs.items():
             self.history.setdefault(k, []).append(v)
-        if math.isfinite(logs["loss"]):  # a checkpoint never holds a diverged state
+        if self.diverged is None:  # a checkpoint never holds a diverged state
             self._save(checkpointer, cbs, self._empty_metrics(), epoch + 1, 0, 0.0)
         return logs
+
+    def _divergence(self, loss: float, first: int, last: int, epoch: int, checkpointer) -> UserError | None:
+        """None while the running loss and the parameters are finite; else the error that ends
+        the run, naming the steps (counted as checkpoints count them) and the last good checkpoint."""
+        if math.isfinite(loss) and bool(_all_finite(self.state.params)):
+            return None
+        what = f"the training loss became {loss}" if not math.isfinite(loss) else "the parameters became NaN or inf"
+        where = f"at step {last}" if first == last else f"between steps {first} and {last}"
+        good = checkpointer.latest_step() if checkpointer is not None else None
+        saved = (f"; the last good checkpoint is step {good} in {checkpointer.directory}" if good is not None
+                 else "; no checkpoint was saved before" if checkpointer is not None else "")
+        return UserError(f"{what} in epoch {epoch + 1} ({where}){saved}; lower --config.learning_rate or check "
+                         "the data, then train again with a new --workdir")
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str | None = None, callbacks=()) -> callbacks_lib.History:
@@ -319,19 +353,34 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None = None, callbacks
     start = time.perf_counter()
     resuming = workdir is not None and workdir_lib.check_run(workdir, config)  # fails before loading data
     distributed.initialize(config)
-    primary = jax.process_index() == 0
-    trainer = Trainer(config)
-    if config.verbose != 0 and primary:
-        params = trainer.state.params
-        trainable = optim.count_trainable(config.optimization.freeze, params)
-        frozen = f", {trainable:,} trainable" if trainable != state_lib.count_params(params) else ""
-        print(f"{'Resuming' if resuming else 'Training'} {config.model} "
-              f"({state_lib.count_params(params):,} parameters{frozen}) on {config.dataset}"
-              + (f" in {workdir}" if workdir else "")
-              + (f", {jax.process_count()} processes" if jax.process_count() > 1 else ""), flush=True)
     created = workdir is not None and not os.path.exists(workdir)
+    with _workdir_lock(workdir):  # before loading data: a second run on the workdir is refused at once
+        return _fit(config, workdir, callbacks, start, resuming, created)
+
+
+def _workdir_lock(workdir: str | None):
+    """The workdir's lock (workdir_lib.lock), held by the process that writes files (process 0)."""
+    if workdir is None or jax.process_index() != 0:
+        return contextlib.nullcontext()
+    workdir_lib.check(workdir)  # a file is refused before the lock makes a directory
+    return workdir_lib.lock(workdir)
+
+
+def _fit(config, workdir, callbacks, start: float, resuming: bool, created: bool) -> callbacks_lib.History:
+    primary = jax.process_index() == 0
     try:
+        trainer = Trainer(config)
+        if config.verbose != 0 and primary:
+            params = trainer.state.params
+            trainable = optim.count_trainable(config.optimization.freeze, params)
+            frozen = f", {trainable:,} trainable" if trainable != state_lib.count_params(params) else ""
+            print(f"{'Resuming' if resuming else 'Training'} {config.model} "
+                  f"({state_lib.count_params(params):,} parameters{frozen}) on {config.dataset}"
+                  + (f" in {workdir}" if workdir else "")
+                  + (f", {jax.process_count()} processes" if jax.process_count() > 1 else ""), flush=True)
         history = trainer.fit(workdir, callbacks)
+        if trainer.diverged is not None:  # TerminateOnNaN stopped the run: no evaluation of NaN weights
+            raise trainer.diverged
     except BaseException:
         # A run that fails before its first checkpoint leaves no workdir behind.
         if primary and created and not workdir_lib.has_checkpoint(workdir):

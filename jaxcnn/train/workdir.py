@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import time
 
 from jaxcnn.errors import UserError
 
@@ -74,3 +78,52 @@ def write_json(path: str, obj) -> None:
         f.write(obj if isinstance(obj, str) else json.dumps(obj, indent=2, sort_keys=True))
         f.write("\n")
     os.replace(tmp, path)
+
+
+# --- one run at a time ------------------------------------------------------------------
+
+LOCK_FILE = "lock"
+_held: dict[str, list] = {}  # realpath -> [open lock file, depth]: re-entrant within a process
+
+
+class WorkdirLocked(UserError):
+    """Another live process is running in the workdir."""
+
+
+@contextlib.contextmanager
+def lock(path: str):
+    """Holds `path/lock` for the run: a second run on the same workdir refuses with one line.
+
+    The lock is a kernel `flock` on the file, which records the holder's pid, host and start
+    time for the message. The kernel drops the lock when its process ends, even by SIGKILL, so
+    the lock of a dead run is stale by construction: the next run takes it over, atomically,
+    and writes its own pid. Re-entrant within a process (fit() and Trainer.fit() both hold it).
+    """
+    key = os.path.realpath(path)
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    os.makedirs(path, exist_ok=True)
+    f = open(os.path.join(path, LOCK_FILE), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "a process that has not written its pid yet"
+        f.close()
+        raise WorkdirLocked(f"workdir {path} is in use by another run ({holder}); wait for it to end or stop "
+                            "it, or pass another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    _held[key] = [f, 1]
+    try:
+        yield
+    finally:
+        del _held[key]
+        f.close()  # releases the flock; the file stays, naming the last holder
