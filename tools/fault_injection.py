@@ -561,18 +561,18 @@ def main():
             assert proc.returncode == 0, proc.stderr[-2000:]
             expected = record(reference)
             print(f"uninterrupted run: {time.perf_counter() - began:.0f} s", flush=True)
-        if "kill" in wanted:
-            rows += run_kills(names, args.repeat, expected, tmp)
-        if "preemption" in wanted:
-            rows.append(run_sigterm(args.repeat, expected, tmp))
-        if "storage" in wanted:
-            rows += run_storage(expected, tmp)
-        if "nan" in wanted:
-            rows.append(run_nan(tmp))
-        if "inputs" in wanted:
-            rows += run_inputs(tmp)
-        if "concurrency" in wanted:
-            rows += run_concurrency(expected, tmp)
+        groups = [("kill", lambda: run_kills(names, args.repeat, expected, tmp)),
+                  ("preemption", lambda: [run_sigterm(args.repeat, expected, tmp)]),
+                  ("storage", lambda: run_storage(expected, tmp)), ("nan", lambda: [run_nan(tmp)]),
+                  ("inputs", lambda: run_inputs(tmp)), ("concurrency", lambda: run_concurrency(expected, tmp))]
+        for group, run in groups:
+            if group in wanted:
+                try:
+                    rows += run()
+                except Exception as e:  # a broken group is a row that failed, not a lost summary
+                    rows.append({"fault": group, "how": "", "times": 1, "survived": 0, "command": COMMAND.format(group),
+                                 "what survived": f"the injection itself failed: {type(e).__name__}: {e}"[:300]})
+                print(f"{group} done at {time.perf_counter() - began:.0f} s", flush=True)
     summary = {"rows": rows, "seconds": round(time.perf_counter() - began), "all_survived":
                all(r["survived"] == r["times"] for r in rows)}
     if args.out:
