@@ -324,3 +324,27 @@ def test_terminate_on_nan_stops_at_the_batch_keras_stops_at():
     assert batch == 2
     with pytest.raises(RuntimeError, match="NaN or Inf loss"):
         callbacks.TerminateOnNaN(raise_error=True).on_train_batch_end(0, {"loss": float("nan")})
+
+
+def test_progbar_logger_reads_the_metrics_every_log_interval_and_prints_keras_epoch_lines(capsys):
+    """verbose=1: a bar on stderr that reads the lazy batch logs only every `log_every_steps`
+    steps (so no device-to-host copy per step), then Keras' one line per epoch on the stream;
+    verbose=2: the line only; verbose=0: nothing."""
+    import io
+    import types
+    from jaxcnn.train.callbacks import LazyLogs, ProgbarLogger
+    for verbose in (0, 1, 2):
+        stream, reads = io.StringIO(), []
+        bar = ProgbarLogger(verbose=verbose, log_every_steps=3, stream=stream)
+        bar.set_trainer(types.SimpleNamespace(epoch_start_batch=0))
+        bar.set_params({"epochs": 2, "steps": 7, "batch_size": 4, "verbose": verbose})
+        bar.on_epoch_begin(1)
+        for step in range(7, 14):
+            bar.on_train_batch_end(step, LazyLogs(lambda step=step: reads.append(step) or {"loss": 0.5, "accuracy": 0.25}))
+        bar.on_epoch_end(1, {"loss": 0.5, "accuracy": 0.25, "val_loss": 0.75, "val_accuracy": 0.125,
+                             "learning_rate": 1e-3, "seconds": 1.25})
+        err = capsys.readouterr().err
+        assert reads == ([8, 11] if verbose == 1 else [])
+        assert ("Epoch 2/2" in err and "img/s" in err) == (verbose == 1), err  # a tqdm bar of images
+        assert stream.getvalue() == ("" if verbose == 0 else "Epoch 2/2 - 1.2s - loss: 0.5000 - accuracy: 0.2500 - "
+                                     "val_loss: 0.7500 - val_accuracy: 0.1250 - lr: 0.001\n")

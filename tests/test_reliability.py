@@ -7,6 +7,7 @@ loop's points, SIGTERM and damaged checkpoints. The oracle is Orbax's own Checkp
 the uninterrupted run, bitwise.
 """
 
+import json
 import os
 import re
 import shutil
@@ -138,3 +139,15 @@ def test_a_bad_config_file_is_one_line_exit_2_and_nothing_written(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
     assert sorted(os.listdir(tmp_path)) == ["experiment.py"]
+
+
+@pytest.mark.slow
+def test_every_injected_fault_is_survived(tmp_path):
+    """The whole of tools/fault_injection.py (about half an hour on 2 busy cores)."""
+    summary = tmp_path / "summary.json"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "fault_injection.py"), "--out", str(summary)],
+                          capture_output=True, text=True, cwd=REPO, timeout=3 * 3600)
+    rows = json.loads(summary.read_text())["rows"]
+    assert len([r for r in rows if r["fault"].startswith("kill")]) >= 10
+    failed = [r for r in rows if r["survived"] != r["times"]]
+    assert proc.returncode == 0 and not failed, (failed, proc.stdout[-3000:])
