@@ -246,8 +246,9 @@ KILLS = [
      "SIGKILL after metrics.jsonl and training.csv got epoch 2, before checkpoint 162"),
     ("kill inside a checkpoint write: one item written", [("item_written", 60)],
      "SIGKILL when checkpoint 60's `state` item is written, its other items not"),
-    ("kill inside a checkpoint write: before the commit", [("before_commit", 81)],
-     "SIGKILL with checkpoint 81 written to its temporary folder, before the rename"),
+    ("kill inside a checkpoint write: before the commit", [("before_commit", 160)],
+     "SIGKILL with checkpoint 160 written to its temporary folder, before the rename (the resume redoes "
+     "best checkpoint 150, whose evictions were done)"),
     ("kill inside a checkpoint write: after the commit", [("after_commit", 120)],
      "SIGKILL right after checkpoint 120 was renamed into place"),
     ("kill inside a best-checkpoint write", [("best_commit", 150)],

@@ -716,8 +716,12 @@ class ModelCheckpoint(MonitorCallback):
                 "value": value, "logs": {k: float(v) for k, v in (logs or {}).items()}}
         if step in self._checkpointer.all_steps():
             return  # saved already (a resumed run redoing the step it was killed at)
+        # A step without the monitored value (Keras saves it anyway) ranks worst, not unranked: Orbax
+        # then keeps the newest of such steps, as a function of the steps saved alone, so a resumed
+        # run keeps the same ones (unranked steps are evicted depending on what the manager has seen).
+        worst = float("inf") if self.monitor_op is np.less else float("-inf")
         self._checkpointer.save(step, {"state": state}, meta,
-                                metrics=None if value is None else {self.monitor: float(value)})
+                                metrics={self.monitor: worst if value is None else float(value)})
         self.saved.append(step)
 
     def on_train_end(self, logs=None):

@@ -187,9 +187,12 @@ class Checkpointer:
     def _check_room(self, items: dict) -> None:
         """Refuses a save that cannot fit (free space, file-size limit) before writing any of it:
         a write that fails midway leaves Orbax's writer threads failing one by one, and they print."""
-        leaves = [leaf for tree in items.values() for leaf in jax.tree.leaves(tree) if hasattr(leaf, "nbytes")]
-        needed, largest = sum(leaf.nbytes for leaf in leaves), max((leaf.nbytes for leaf in leaves), default=0)
-        stat = os.statvfs(self.directory)
+        sizes = [int(getattr(leaf, "nbytes", 0)) for tree in items.values() for leaf in jax.tree.leaves(tree)]
+        needed, largest = sum(sizes), max(sizes, default=0)
+        try:
+            stat = os.statvfs(self.directory)
+        except OSError:  # not created yet on this host: Orbax will say what is wrong
+            return
         free = stat.f_bavail * stat.f_frsize
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         if needed > free:
