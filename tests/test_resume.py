@@ -123,11 +123,15 @@ def overwrite(step_dir):
     open(path, "wb").write(bytes(data))
 
 
+def delete_state(step_dir):
+    shutil.rmtree(step_dir / "state")
+
+
 def garble_meta(step_dir):
     (step_dir / "meta" / "metadata").write_text('{"epoch": 2, "hist')
 
 
-@pytest.mark.parametrize("damage", [truncate, overwrite, garble_meta], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("damage", [truncate, overwrite, delete_state, garble_meta], ids=lambda f: f.__name__)
 def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, two_epochs, damage, capsys):
     base, straight = two_epochs
     workdir = tmp_path / "run"

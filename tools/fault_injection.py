@@ -385,7 +385,7 @@ def run_storage(expected, tmp) -> list[dict]:
                      "what survived": (f"exit {proc.returncode}, {len(err)} line: `{err[-1][:110]}...`; checkpoints "
                                        f"{kept} intact, no temporary folder left; after freeing space the same "
                                        f"command resumed (exit {resumed.returncode})"),
-                     "command": COMMAND.format("storage")})
+                     "command": COMMAND.format("storage"), "stderr": proc.stderr[:3000]})
     finally:
         if mounted:
             subprocess.run(["umount", os.path.dirname(workdir)])

@@ -250,6 +250,9 @@ class Checkpointer:
         except Exception as e:  # Orbax, TensorStore and JSON errors alike: the step is unreadable
             raise CorruptCheckpoint(_first_line(e)) from e
         stored = (restored["meta"] or {}).get("fingerprints", {})
+        missing = sorted(name for name in stored if name in templates and name not in present)
+        if missing:  # saved with the step, since removed
+            raise CorruptCheckpoint(f"its '{missing[0]}' item is missing")
         for name in wanted:
             if name in stored and fingerprint(restored[name]) != stored[name]:
                 raise CorruptCheckpoint(f"the '{name}' arrays do not match their fingerprint")
