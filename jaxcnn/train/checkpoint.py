@@ -188,7 +188,8 @@ class Checkpointer:
         """Refuses a save that cannot fit (free space, file-size limit) before writing any of it:
         a write that fails midway leaves Orbax's writer threads failing one by one, and they print."""
         sizes = [int(getattr(leaf, "nbytes", 0)) for tree in items.values() for leaf in jax.tree.leaves(tree)]
-        needed, largest = sum(sizes), max(sizes, default=0)
+        # On disk a step takes its arrays plus metadata files, each rounded up to blocks: a margin.
+        needed, largest = int(sum(sizes) * 1.25) + 2**18, max(sizes, default=0)
         try:
             stat = os.statvfs(self.directory)
         except OSError:  # not created yet on this host: Orbax will say what is wrong
