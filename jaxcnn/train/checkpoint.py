@@ -203,6 +203,10 @@ class Checkpointer:
 
     def _refuse(self, reason: str, cause: Exception | None = None):
         self._failed = True
+        try:  # the save in flight, if any, is finished (or failed) before the steps are named
+            self._manager.wait_until_finished()
+        except Exception:
+            pass
         kept = sorted(int(name) for name in os.listdir(self.directory) if name.isdigit())
         raise CheckpointWriteError(
             f"cannot write a checkpoint in {self.directory}: {reason}; free space on that disk (or raise the "
