@@ -133,6 +133,16 @@ if point == "mid_delete":  # wherever the deletion happens: in place, or after a
         delete(self, step, target)
     deleter.StandardCheckpointDeleter._delete_step_permanently = delete_in_place
 
+if point == "before_save":
+    from jaxcnn.train import loop
+    save = loop.Trainer._save
+
+    def wrapped(self, *args, **kwargs):
+        if int(self.state.step) == at:
+            die()
+        return save(self, *args, **kwargs)
+    loop.Trainer._save = wrapped
+
 if point == "restore":
     from jaxcnn.train import checkpoint
     restore_items = checkpoint.Checkpointer.restore_items
