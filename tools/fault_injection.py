@@ -310,7 +310,7 @@ def run_kills(names, repeat, expected, tmp) -> list[dict]:
                      "what survived": f"{survived}/{repeat} resumed runs bitwise equal to the uninterrupted run; "
                                       "every kill left a readable workdir" if survived == repeat and not problems
                      else "; ".join(problems)[:300],
-                     "command": COMMAND.format(f"'{name}'")})
+                     "command": COMMAND.format(f'"{name}"')})
     return rows
 
 
