@@ -48,6 +48,8 @@ def test_experiment_builds_its_model(path):
     doc = _docstring(path)
     assert doc and f"experiments/{_name(path)}.py" in doc, "the docstring shows the command that runs it"
     assert "Expected" in doc, "the docstring states the expected result"
+    if config.dataset not in DATASETS:
+        pytest.fail(f"add {config.dataset}'s image shape and class count to DATASETS in {__file__}")
     shape, classes = DATASETS[config.dataset]
     if config.preprocess.resize:
         shape = (*config.preprocess.resize, shape[-1])
