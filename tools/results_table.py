@@ -80,6 +80,9 @@ def command(name: str, config: dict) -> str:
         if key in IGNORED_KEYS or ran[key] == ref.get(key) or (key == "data_dir" and ran["dataset"] in BUILT_IN):
             continue
         value = ran[key]
+        if key == "data_dir":  # where this machine prepared its datasets: the reader's own place
+            overrides.append("--config.data_dir=DATA_DIR")
+            continue
         text = "(" + ", ".join(map(repr, value)) + ("," if len(value) == 1 else "") + ")" \
             if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else str(value)
         overrides.append(f"--config.{key}={text}")
