@@ -35,7 +35,7 @@ def orbax_probabilities(workdir, images, step=None):
 
 def test_training_ends_with_the_full_evaluation_files(digits_run):
     results = read_json(os.path.join(digits_run, "eval", "test.json"))
-    assert REPORT_KEYS <= set(results) and {"epoch", "step", "wall_seconds"} <= set(results)
+    assert REPORT_KEYS <= set(results) and {"epoch", "step", "wall_seconds", "cpu_seconds"} <= set(results)
     assert results["num_examples"] == 360 and results["epoch"] == 2
     assert sorted(os.listdir(os.path.join(digits_run, "plots"))) == sorted(EVAL_PLOTS + ["curves.png"])
     labels, probs, class_names = evaluate.read_predictions(digits_run, "test")

@@ -47,6 +47,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
     final = [json.loads((tmp_path / d / "eval" / "test.json").read_text()) for d in ("resumed", "straight")]
     for results in final:
         assert results.pop("wall_seconds") > 0  # timing is the one thing allowed to differ
+        assert results.pop("cpu_seconds") > 0
     assert final[0] == final[1]
 
 

@@ -206,7 +206,7 @@ def _arrays(tree):
 
 def _without_time(obj):
     if isinstance(obj, dict):
-        return {k: _without_time(v) for k, v in obj.items() if k not in ("seconds", "wall_seconds", "epoch_seconds")}
+        return {k: _without_time(v) for k, v in obj.items() if k not in ("seconds", "wall_seconds", "cpu_seconds", "epoch_seconds")}
     return obj
 
 

@@ -1,4 +1,4 @@
-"""Where images come from: scikit-learn's bundled digits, or any TFDS dataset.
+"""Where images come from: scikit-learn's bundled digits, the XOR truth table, or any TFDS dataset.
 
 TFDS datasets are read with `download=False` unless the config allows downloading:
 on a machine without the network a stock `tfds.load` would hang for minutes.
@@ -28,9 +28,11 @@ STATS_EXAMPLES = 20_000
 
 def load(name: str, data_dir: str = "", download: bool = False, *, resize: tuple[int, int] | None = None,
          in_memory_limit_mb: float = float("inf"), validation_split: float = 0.0) -> Dataset:
-    """Dataset `name`: `digits`, or any TFDS image-classification dataset (see `load_tfds`)."""
+    """Dataset `name`: `digits`, `xor`, or any TFDS image-classification dataset (see `load_tfds`)."""
     if name == "digits":
         return load_digits()
+    if name == "xor":
+        return load_xor()
     return load_tfds(name, data_dir=data_dir, download=download, resize=resize,
                      in_memory_limit_mb=in_memory_limit_mb, validation_split=validation_split)
 
@@ -46,6 +48,19 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed)
     return Dataset("digits", Split(x_tr, y_tr), None, Split(x_te, y_te),
                    [str(i) for i in range(10)], pixel_max=16.0)
+
+
+def load_xor(repeats: int = 256) -> Dataset:
+    """The XOR truth table as 1x2x1 "images" with pixels 0 or 1: class 1 when exactly one
+    input is 1. Train holds the four points `repeats` times each (one epoch is then many
+    updates), test the four points once. No line separates the classes, so a perceptron
+    (or any stack of linear layers) gets at most 3 of the 4 right; one hidden layer with a
+    non-linearity solves it."""
+    inputs = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.uint8)
+    images = inputs[:, None, :, None]  # (4, 1, 2, 1): NHWC
+    labels = (inputs[:, 0] ^ inputs[:, 1]).astype(np.int32)
+    train = Split(np.tile(images, (repeats, 1, 1, 1)), np.tile(labels, repeats))
+    return Dataset("xor", train, None, Split(images, labels), ["0", "1"], pixel_max=1.0)
 
 
 def import_tensorflow():

@@ -347,10 +347,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None = None, callbacks
 
     On a workdir that already holds this run, training resumes from its latest checkpoint.
     `eval/test.json` records `wall_seconds`: this call's time from loading the data to the
-    end of the test evaluation (imports excluded; a resumed run counts its last call only).
+    end of the test evaluation (imports excluded; a resumed run counts its last call only),
+    and `cpu_seconds`: the CPU time this process spent over the same span (all threads).
     A multi-host run (config.distributed or the JAX_* environment) joins its processes first.
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     resuming = workdir is not None and workdir_lib.check_run(workdir, config)  # fails before loading data
     distributed.initialize(config)
     created = workdir is not None and not os.path.exists(workdir)
@@ -391,7 +392,8 @@ def _fit(config, workdir, callbacks, start: float, resuming: bool, created: bool
                                              trainer.dataset.describe(), "test")
     results = evaluation.results
     results.update(epoch=len(trainer.history.get("loss", [])), step=int(trainer.state.step),
-                   wall_seconds=round(time.perf_counter() - start, 1))
+                   wall_seconds=round(time.perf_counter() - start, 1),
+                   cpu_seconds=round(time.process_time() - cpu_start, 1))
     if workdir is not None and primary:  # the files of `jaxcnn evaluate`, and the training curves
         evaluation.save(workdir)
         plots.training_curves(plots.read_metrics(workdir), os.path.join(workdir, plots.PLOTS_DIR, "curves.png"),

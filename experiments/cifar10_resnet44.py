@@ -1,0 +1,21 @@
+"""ResNet-44 on CIFAR-10 as in He et al. 2016, section 4.2 (7.17% test error).
+
+    jaxcnn train --config experiments/cifar10_resnet44.py --config.data_dir ~/tensorflow_datasets --workdir runs/cifar10_resnet44
+
+experiments/cifar10_resnet20.py (the paper's recipe, 64k iterations) with the 44-layer
+network.
+Expected: 92.83% test accuracy (paper: 7.17% error); needs a GPU.
+"""
+
+import os
+
+from jaxcnn.config import load
+
+TARGET = "92.83% (He et al. 2016: 7.17% error)"
+NEEDS_GPU = "64k steps of batch 128, deeper than ResNet-20 (about 1.5 s a step on this CPU)"
+
+
+def get_config():
+    config = load(os.path.join(os.path.dirname(__file__), "cifar10_resnet20.py"))
+    config.model = "resnet44"
+    return config
