@@ -1,0 +1,46 @@
+"""The fast paths of jaxcnn.layers give the plain forms' outputs and gradients (their
+speed is measured by tools/bench_peers.py, never asserted here)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import layers
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_materialize_is_the_identity_in_value_and_gradient(dtype):
+    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3), dtype)
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    np.testing.assert_array_equal(np.asarray(jax.jit(layers.materialize)(x, kernel), np.float32),
+                                  np.asarray(x, np.float32))
+    grad_x, grad_kernel = jax.grad(lambda x, k: jnp.sum(layers.materialize(x, k).astype(jnp.float32) ** 2),
+                                   argnums=(0, 1))(x, kernel)
+    np.testing.assert_array_equal(np.asarray(grad_x, np.float32), np.asarray(2 * x.astype(jnp.float32), np.float32)
+                                  .astype(dtype).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(grad_kernel), 0)
+
+
+def test_conv2d_matches_the_plain_convolution_in_outputs_and_gradients():
+    """A residual chain feeding convolutions (the pattern `materialize` is for)."""
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+    k1 = jax.random.normal(jax.random.key(1), (3, 3, 3, 8)) * 0.3
+    k2 = jax.random.normal(jax.random.key(2), (3, 3, 8, 8)) * 0.3
+    k3 = jax.random.normal(jax.random.key(3), (1, 1, 8, 5)) * 0.3
+
+    def net(conv, k1, k2, k3, x):
+        h = jax.nn.relu(conv(x, k1, 1, [(1, 1), (1, 1)]))
+        h = jax.nn.relu(conv(h, k2, 1, [(1, 1), (1, 1)]) + h)
+        h = jax.nn.relu(conv(h, k2, 2, "SAME") + h[:, ::2, ::2])
+        return jnp.sum(jnp.tanh(conv(h, k3, 1, "VALID")))
+
+    library = lambda x, k, s, p: layers._conv(x, k, s, p, 1, 1, None)  # noqa: E731
+    plain = lambda x, k, s, p: layers.jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (s, s), p, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    fast = jax.jit(jax.value_and_grad(lambda *a: net(library, *a), argnums=(0, 1, 2, 3)))
+    reference = jax.jit(jax.value_and_grad(lambda *a: net(plain, *a), argnums=(0, 1, 2, 3)))
+    (value, grads), (want, want_grads) = fast(k1, k2, k3, x), reference(k1, k2, k3, x)
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    for got, expected in zip(grads, want_grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
