@@ -205,6 +205,8 @@ def _kernel(value: np.ndarray, target: tuple | None) -> np.ndarray:
     if value.shape[1] == 1 and target is not None and tuple(regular.shape) != tuple(target):
         out_channels, _, h, w = value.shape
         channels = target[2] if len(target) == 4 else out_channels
+        if out_channels % channels:
+            return regular
         depthwise = value.reshape(out_channels, h, w).transpose(1, 2, 0).reshape(h, w, channels, -1)
         if tuple(depthwise.shape) == tuple(target):
             return depthwise
