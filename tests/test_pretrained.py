@@ -73,9 +73,11 @@ def prepared(images: np.ndarray, arch: str, source: str) -> np.ndarray:
     return x if prep["mean"] is None else (x - np.asarray(prep["mean"])) / np.asarray(prep["std"])
 
 
-def check_keras(arch, app, module, size, top, tmp_path):
-    spec = f"{app}:{module}:{size}:{'top' if top else 'notop'}"
-    result = keras_weights(tmp_path, [spec])[spec]
+def spec(app, module, size, top=True) -> str:
+    return f"{app}:{module}:{size}:{'top' if top else 'notop'}"
+
+
+def check_keras(arch, size, result):
     model, variables = pretrained.from_keras(result["path"], arch, input_shape=(size, size, 3))
     images = np.random.default_rng(size).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
     outputs = jax.jit(functools.partial(model.apply, train=False))(variables, prepared(images, arch, "keras"))
@@ -91,15 +93,23 @@ KERAS_SLOW = [("vgg16", "VGG16", "vgg16", 32), ("xception", "Xception", "xceptio
               ("efficientnet_b0", "EfficientNetB0", "efficientnet", 32), ("nasnet_mobile", "NASNetMobile", "nasnet", 32)]
 
 
+NOTOP = ("ResNet50", "resnet50", 32, False)  # the file cifar10_resnet50_transfer.py starts from
+
+
+@pytest.fixture(scope="module")
+def keras_fast(tmp_path_factory):  # one Keras process for all
+    return keras_weights(tmp_path_factory.mktemp("keras"), [spec(*k[1:]) for k in KERAS_FAST] + [spec(*NOTOP)])
+
+
 @pytest.mark.parametrize("arch,app,module,size", KERAS_FAST, ids=[k[0] for k in KERAS_FAST])
-def test_keras_weights_give_keras_outputs(arch, app, module, size, tmp_path):
-    check_keras(arch, app, module, size, True, tmp_path)
+def test_keras_weights_give_keras_outputs(arch, app, module, size, keras_fast):
+    check_keras(arch, size, keras_fast[spec(app, module, size)])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,app,module,size", KERAS_SLOW, ids=[k[0] for k in KERAS_SLOW])
 def test_keras_weights_of_every_family_give_keras_outputs(arch, app, module, size, tmp_path):
-    check_keras(arch, app, module, size, True, tmp_path)
+    check_keras(arch, size, keras_weights(tmp_path, [spec(app, module, size)])[spec(app, module, size)])
 
 
 # --- PyTorch ------------------------------------------------------------------------
@@ -269,3 +279,26 @@ def test_init_from_takes_every_layer_but_a_head_of_other_classes(tmp_path):
     np.testing.assert_array_equal(params["conv1"]["kernel"], variables["params"]["conv1"]["kernel"])
     np.testing.assert_array_equal(stats["stage3_block1_bn2"]["var"], variables["batch_stats"]["stage3_block1_bn2"]["var"])
     assert params["head"]["kernel"].shape == (64, 4)
+
+
+def test_resnet50_transfer_experiment_starts_from_converted_keras_notop_weights(keras_fast, tmp_path):
+    result = keras_fast[spec(*NOTOP)]
+    check_keras("resnet50", 32, result)  # pooled features, as Keras' include_top=False, pooling='avg'
+    out = tmp_path / "resnet50_keras_notop"
+    assert cli.main(["convert", "--from", "keras", "--arch", "resnet50", "--weights", result["path"],
+                     "--out", str(out)]) == 0
+    converted = transfer.load_weights(str(out))
+    experiment = os.path.join(os.path.dirname(__file__), "..", "experiments", "cifar10_resnet50_transfer.py")
+    for arg in (str(out), f"finetune={out}"):
+        config = config_lib.load(f"{experiment}:{arg}")
+        assert config.init_from == str(out)
+        model = models.create(config.model, num_classes=10, **config.model_kwargs.to_dict())
+        shapes = state_lib.abstract(model, (*config.preprocess.resize, 3))  # 224x224, by shapes only
+        labels = optim.freeze_labels(config.optimization.freeze, shapes["params"])
+        assert labels["head"]["kernel"] == "trainable" and labels["conv1_conv"]["kernel"] == "frozen"
+        assert (labels["conv5_block3_3_conv"]["kernel"] == "frozen") == (arg == str(out))
+        params, kept = transfer.merge(shapes["params"], converted["params"], str(out))
+        stats, _ = transfer.merge(shapes["batch_stats"], converted["batch_stats"], str(out))
+        assert kept == ["head"] and params["head"] is shapes["params"]["head"]
+        np.testing.assert_array_equal(params["conv1_conv"]["kernel"], converted["params"]["conv1_conv"]["kernel"])
+        np.testing.assert_array_equal(stats["conv5_block3_3_bn"]["var"], converted["batch_stats"]["conv5_block3_3_bn"]["var"])

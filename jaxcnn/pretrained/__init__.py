@@ -104,14 +104,17 @@ def _check(arch: str, source: str) -> None:
 
 
 def _build(arch: str, num_classes: int | None, input_shape, options: dict):
-    """(module, options, variable shapes) of `arch` with a head of `num_classes` (None: no top)."""
+    """(module, options, variable shapes, layer names in call order) of `arch` with a head
+    of `num_classes` (None: no top)."""
     from jaxcnn import models
+    from jaxcnn.models.summary import trace_layers
     options = dict(options)
     if num_classes is None:
         options.update(include_top=False, pooling="avg")
     module = models.create(arch, num_classes=num_classes, **options)
     shape = tuple(input_shape) if input_shape else models.input_shape(arch)
-    return module, options, template(module, shape)
+    layers, variables = trace_layers(module, shape, arch)
+    return module, options, variables, [layer.path[0] for layer in layers if layer.path]
 
 
 class Imported:
@@ -136,8 +139,8 @@ def import_keras(model_or_path, arch: str, input_shape=None) -> Imported:
     if input_shape is None and not isinstance(model_or_path, (str, os.PathLike)):
         shape = tuple(model_or_path.input_shape[1:])
         input_shape = shape if None not in shape else None
-    module, options, shapes = _build(arch, num_classes, input_shape, {})
-    variables = assign(keras_lib.entries(layers, shapes), shapes, arch, what)
+    module, options, shapes, order = _build(arch, num_classes, input_shape, {})
+    variables = assign(keras_lib.entries(layers, shapes, order), shapes, arch, what)
     if arch in _CAFFE_FIRST_CONV:  # BGR -> RGB: the module takes RGB like every jaxcnn model
         first = variables["params"][_CAFFE_FIRST_CONV[arch]]
         first["kernel"] = np.ascontiguousarray(first["kernel"][:, :, ::-1, :])
@@ -161,7 +164,7 @@ def import_torch(state_dict_or_path, arch: str, input_shape=None) -> Imported:
     if re.fullmatch(r"resnet(20|32|44|56|110)", arch):
         key = "linear.weight"
     num_classes = int(np.shape(state_dict[key])[0]) if key in state_dict else None
-    module, options, shapes = _build(arch, num_classes, input_shape, options)
+    module, options, shapes, _ = _build(arch, num_classes, input_shape, options)
     variables = assign(torch_lib.entries(state_dict, arch, shapes), shapes, arch, what)
     return Imported(arch, "torch", module, variables, options, num_classes, what)
 
@@ -212,6 +215,7 @@ def write_workdir(imported: Imported, out: str, weights: str = "") -> None:
         if imported.num_classes == 10 and arch in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110") \
         else "pretrained"
     config.head = "softmax"
+    config.optimizer = "sgd"  # no optimizer state to store: the checkpoint is the weights (and the step)
     if prep["mean"] is not None:
         config.preprocess.normalize = "custom"
         config.preprocess.mean, config.preprocess.std = tuple(prep["mean"]), tuple(prep["std"])

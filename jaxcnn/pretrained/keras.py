@@ -119,10 +119,12 @@ def _suffix(name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def layer_map(keras_layers: list[KerasLayer], variables) -> dict[str, str]:
-    """Keras layer name -> our layer name (see the module docstring)."""
+def layer_map(keras_layers: list[KerasLayer], variables, order=None) -> dict[str, str]:
+    """Keras layer name -> our layer name (see the module docstring). `order`: our layer
+    names in call order (`jaxcnn.models.summary.trace_layers`), which unnamed Keras layers
+    follow; variables' dicts are sorted by name."""
     params, stats = variables.get("params", {}), variables.get("batch_stats", {})
-    ours = list(params) + [name for name in stats if name not in params]
+    ours = list(dict.fromkeys([*(order or []), *params, *stats]))
     mapping, unnamed = {}, {}
     for layer in keras_layers:
         if layer.name == "predictions":
@@ -135,9 +137,9 @@ def layer_map(keras_layers: list[KerasLayer], variables) -> dict[str, str]:
     for kind, names in unnamed.items():
         names.sort(key=_suffix)
         if kind == BATCH_NORM:
-            candidates = [n for n in stats if "var" in stats[n] and n not in mapped]
+            candidates = [n for n in ours if "var" in stats.get(n, {}) and n not in mapped]
         elif kind == CONV:
-            candidates = [n for n in params if getattr(params[n].get("kernel"), "ndim", 0) == 4
+            candidates = [n for n in ours if getattr(params.get(n, {}).get("kernel"), "ndim", 0) == 4
                           and "scale" not in params[n] and n not in mapped]
         else:
             candidates = []
@@ -146,9 +148,9 @@ def layer_map(keras_layers: list[KerasLayer], variables) -> dict[str, str]:
     return mapping
 
 
-def entries(keras_layers: list[KerasLayer], variables) -> list[Entry]:
-    """The Keras tensors as Entries for `weights.assign`."""
-    mapping = layer_map(keras_layers, variables)
+def entries(keras_layers: list[KerasLayer], variables, order=None) -> list[Entry]:
+    """The Keras tensors as Entries for `weights.assign` (`order`: see `layer_map`)."""
+    mapping = layer_map(keras_layers, variables, order)
     out = []
     for layer in keras_layers:
         ours = mapping.get(layer.name, layer.name)
