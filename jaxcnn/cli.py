@@ -8,6 +8,7 @@
     jaxcnn evaluate --workdir DIR [--split test] [--checkpoint latest|best]
     jaxcnn predict --workdir DIR IMAGE [IMAGE ...] [--top_k K] [--json]
     jaxcnn visualize --workdir DIR [--layer NAME IMAGE [IMAGE ...]]
+    jaxcnn convert --from keras|torch --arch NAME --weights FILE --out DIR
 
 Bad input ends with one line on stderr naming the problem and its fix, exit code 2.
 """
@@ -134,6 +135,16 @@ def cmd_visualize(args, extra) -> int:
     return 0
 
 
+def cmd_convert(args, extra) -> int:
+    from jaxcnn import pretrained
+    imported = pretrained.convert(args.source, args.arch, args.weights, args.out)
+    prep = imported.preprocessing
+    top = f"{imported.num_classes} classes" if imported.num_classes else "no top (for init_from)"
+    print(f"converted {args.source} weights {args.weights} into {args.arch} ({top}, {prep['mode']} preprocessing) "
+          f"in {args.out}")
+    return 0
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="the run's directory")
     parser.add_argument("--checkpoint", choices=("latest", "best"), default="latest",
@@ -197,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument("--layer", help="a layer that sows feature maps, e.g. conv1")
     visualize.add_argument("images", nargs="*", metavar="IMAGE")
     visualize.set_defaults(func=cmd_visualize)
+
+    convert = sub.add_parser("convert", allow_abbrev=False, help="import Keras or PyTorch weights as a workdir",
+                             description="Writes a workdir (config.json, dataset.json, an Orbax checkpoint) that "
+                                         "evaluate, predict and train (init_from=DIR) use.")
+    convert.add_argument("--from", dest="source", required=True, choices=("keras", "torch"))
+    convert.add_argument("--arch", required=True, help="a model of `jaxcnn models` with a layout for the source")
+    convert.add_argument("--weights", required=True, help="Keras .h5/.keras file, or PyTorch state dict file")
+    convert.add_argument("--out", required=True, help="the new workdir")
+    convert.set_defaults(func=cmd_convert)
     return parser
 
 

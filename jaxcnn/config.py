@@ -85,6 +85,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.lr_decay = 0.1  # 'piecewise': factor at each boundary; 'exponential': per epoch
     c.lr_end_factor = 0.0  # 'cosine'/'warmup_cosine': final lr as a fraction of the peak
     c.seed = 0
+    # Transfer learning: start from a pretrained workdir's weights (`jaxcnn convert --out`, or a run);
+    # its head is kept only when the classes match (jaxcnn/pretrained/transfer.py).
+    c.init_from = ""
     c.optimization = _optimization()
     c.regularization = _regularization()
     # Logging and checkpoints.
@@ -105,7 +108,7 @@ def _optimization() -> ml_collections.ConfigDict:
     o.clipvalue = 0.0  # clip each gradient element to [-v, v]
     o.gradient_accumulation_steps = 1  # average the gradients of N batches per update
     o.ema_momentum = 0.0  # > 0: keep an EMA of the weights (Keras' use_ema) and evaluate it
-    o.freeze = ()  # layer/parameter globs not trained, e.g. ('conv*',) (see jaxcnn/optim.py)
+    o.freeze = ()  # layer/parameter globs not trained, e.g. ('conv*',), or 'base' (all but head); see jaxcnn/optim.py
     return o
 
 

@@ -249,7 +249,8 @@ def evaluate_run(run, split: str = "test", data_dir: str | None = None) -> Evalu
         raise UserError(f"the run has no {split} split (config.validation_split is 0 and the dataset has none); "
                         f"use --split test or --split train")
     mesh = pipeline.make_mesh()
-    data = pipeline.DeviceSplit(chosen, mesh, math.lcm(config.eval_batch_size, mesh.size), dataset.pixel_max)
+    # The run's preprocessing (scale, resize, normalization), as training prepared every split.
+    data = pipeline.make_split(chosen, mesh, math.lcm(config.eval_batch_size, mesh.size), dataset.preprocess)
     evaluation = Evaluation.compute(run.state, run.head, data, run.dataset_info, split)
     evaluation.results.update(checkpoint=run.checkpoint, epoch=run.epoch, step=run.step,
                               seconds=round(time.perf_counter() - start, 1))

@@ -19,7 +19,9 @@ kernel regularizers are; label smoothing is the head's.
 
 Layer patterns (freezing, per-layer regularization) are shell globs matched against
 a parameter's path, e.g. 'conv1/kernel': 'conv1' names a layer (all its parameters),
-'conv*' every layer whose name starts with conv, 'head/bias' one parameter.
+'conv*' every layer whose name starts with conv, 'head/bias' one parameter; 'base' names
+every layer but the head. Frozen parameters get no update at all (no weight decay either),
+and frozen BatchNorm layers run in inference mode (their statistics, not the batch's).
 """
 
 from __future__ import annotations
@@ -171,8 +173,14 @@ def param_path(key_path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in key_path)
 
 
+BASE = "base"  # the freeze pattern naming every layer but the head (Keras' base_model.trainable = False)
+
+
 def matches(path: str, pattern: str) -> bool:
-    """Whether the glob `pattern` names the parameter `path` or a layer that holds it."""
+    """Whether the glob `pattern` names the parameter `path` or a layer that holds it
+    ('base': every layer but `head`)."""
+    if pattern == BASE:
+        return path.split("/", 1)[0] != "head"
     return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, pattern.rstrip("/") + "/*")
 
 

@@ -22,9 +22,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcnn import cli, models
+from jaxcnn import cli, models, pretrained
 from jaxcnn.errors import UserError
 from jaxcnn.models.summary import trace_layers
+from jaxcnn.pretrained import keras as pretrained_keras
 from jaxcnn.train.state import count_params
 
 import keras_oracle
@@ -144,13 +145,6 @@ KERAS_VARIANTS = {
     **{f"efficientnet_b{i}": (f"EfficientNetB{i}", 32) for i in range(1, 8)},
     "nasnet_large": ("NASNetLarge", 32),
 }
-KERAS_WEIGHTS = {  # Keras weight name -> (collection, our variable name)
-    "kernel": ("params", "kernel"), "bias": ("params", "bias"), "depthwise_kernel": ("params", "depthwise_kernel"),
-    "pointwise_kernel": ("params", "pointwise_kernel"), "gamma": ("params", "scale"), "beta": ("params", "bias"),
-    "moving_mean": ("batch_stats", "mean"), "moving_variance": ("batch_stats", "var"),
-    "mean": ("batch_stats", "mean"), "variance": ("batch_stats", "variance"), "count": ("batch_stats", "count"),
-}
-KERAS_CLASSES = {"Conv2D": "Conv2D", "BatchNormalization": "BatchNorm"}
 
 
 def run_keras_oracle(specs: list[str], tmp_path) -> dict:
@@ -169,50 +163,32 @@ def keras_families(tmp_path_factory):
     return {name: results[spec] for name, spec in specs.items()}
 
 
-def keras_layer_map(keras_layers: list[dict], our_layers) -> dict[str, str]:
-    """Keras layer name -> our layer name: equal names, `predictions` -> `head`, and the
-    layers Keras leaves unnamed (`conv2d`, `conv2d_1`, ...: creation order) in call order."""
-    ours = [layer for layer in our_layers if layer.weights]
-    names = {layer.path[0] for layer in ours}
-    mapping, unnamed = {}, {}
-    for layer in keras_layers:
-        if layer["name"] == "predictions":
-            mapping[layer["name"]] = "head"
-        elif layer["name"] in names:
-            mapping[layer["name"]] = layer["name"]
-        else:
-            unnamed.setdefault(layer["class"], []).append(layer["name"])
-    mapped = set(mapping.values())
-    for keras_class, keras_names in unnamed.items():
-        keras_names.sort(key=lambda n: int(re.search(r"(?:_(\d+))?$", n).group(1) or 0))
-        candidates = [layer.path[0] for layer in ours
-                      if layer.kind == KERAS_CLASSES[keras_class] and layer.path[0] not in mapped]
-        assert len(candidates) == len(keras_names), (keras_class, keras_names, candidates)
-        mapping.update(zip(keras_names, candidates))
-    return mapping
+def keras_layers(reference: list[dict], values: bool = True) -> list[pretrained_keras.KerasLayer]:
+    """The oracle's layers as the importer reads them, holding `keras_oracle.oracle_value`."""
+    return [pretrained_keras.KerasLayer(layer["name"], layer["class"], [
+        (w, keras_oracle.oracle_value(layer["name"], w, shape) if values else np.zeros(shape))
+        for w, shape in layer["weights"]]) for layer in reference]
 
 
-def keras_filled_variables(keras_layers: list[dict], our_layers, variables) -> dict:
-    """Our variables holding `keras_oracle.oracle_value` of the Keras layer each maps to."""
-    filled = jax.tree.map(lambda s: np.full(s.shape, np.nan, s.dtype), variables)
-    for keras_name, ours in keras_layer_map(keras_layers, our_layers).items():
-        layer = next(layer for layer in keras_layers if layer["name"] == keras_name)
-        for weight, shape in layer["weights"]:
-            collection, key = KERAS_WEIGHTS[weight]
-            target = filled[collection][ours]
-            assert target[key].shape == tuple(shape), (keras_name, weight, target[key].shape, shape)
-            target[key] = keras_oracle.oracle_value(keras_name, weight, shape)
-    assert not any(np.isnan(leaf).any() for leaf in jax.tree.leaves(filled)), "a variable has no Keras counterpart"
-    return filled
+def call_order(our_layers) -> list[str]:
+    return [layer.path[0] for layer in our_layers if layer.path]
+
+
+def keras_filled_variables(reference: list[dict], our_layers, variables) -> dict:
+    """Our variables holding the oracle's values, placed by jaxcnn.pretrained's Keras importer
+    (every variable filled, every shape checked)."""
+    entries = pretrained_keras.entries(keras_layers(reference), variables, call_order(our_layers))
+    return pretrained.assign(entries, variables, "the model", "Keras")
 
 
 @pytest.mark.parametrize("name", KERAS_FAMILIES)
 def test_family_counts_and_batch_norm_settings_equal_keras(name, keras_families):
     size = KERAS_FAMILIES[name][1]
-    params, state, layers, _ = shapes(name, (), (size, size, 3), keras_oracle.ORACLE_CLASSES)
+    params, state, layers, variables = shapes(name, (), (size, size, 3), keras_oracle.ORACLE_CLASSES)
     reference = keras_families[name]
     assert (params + state, params) == (reference["count"], reference["trainable"])
-    mapping = keras_layer_map(reference["layers"], layers)
+    mapping = pretrained_keras.layer_map(keras_layers(reference["layers"], values=False), variables,
+                                         call_order(layers))
     ours = {layer.path[0]: layer.module for layer in layers}
     batch_norms = [layer for layer in reference["layers"] if layer["class"] == "BatchNormalization"]
     assert batch_norms or name == "vgg16"

@@ -134,9 +134,16 @@ class Trainer:
             penalty=optim.penalty(config, shapes["params"]),
             ema_momentum=opt.ema_momentum, accumulation_steps=opt.gradient_accumulation_steps,
             frozen_stats=(optim.frozen_mask(opt.freeze, shapes["batch_stats"])
-                          if opt.freeze and shapes.get("batch_stats") else None))
+                          if opt.freeze and shapes.get("batch_stats") else None),
+            frozen_patterns=tuple(opt.freeze))
         self.state = state_lib.create(self.model, self.tx, self.dataset.image_shape, init_rng,
                                       sharding=self.replicated, ema=opt.ema_momentum > 0)
+        if config.init_from:  # a resumed run restores its own checkpoint over this in fit()
+            from jaxcnn.pretrained import transfer
+            self.state, kept = transfer.init_state(self.state, config.init_from)
+            if config.verbose != 0 and jax.process_index() == 0:
+                print(f"Initialized from {config.init_from}"
+                      + (f" (new {', '.join(kept)}: the classes differ)" if kept else ""), flush=True)
         batch = pipeline.batch_sharded(self.mesh)
         repl = self.replicated
         self._train_step = jax.jit(functools.partial(steps.train_step, head=self.head, options=self.options),

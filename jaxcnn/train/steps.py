@@ -4,6 +4,7 @@ host merges and reads them once per log interval, never once per step.
 (No `from __future__ import annotations` here: clu reads the Metrics annotations.)
 """
 
+import contextlib
 import dataclasses
 from typing import Any, Callable, Optional
 
@@ -34,6 +35,31 @@ class StepOptions:
     accumulation_steps: int = 1
     # batch_stats leaves of frozen layers keep their values (a static mask, or None).
     frozen_stats: Any = dataclasses.field(default=None, hash=False, compare=False)
+    # Freeze patterns: BatchNorm layers they name normalize with their statistics in training
+    # too (Keras' frozen BatchNormalization runs in inference mode).
+    frozen_patterns: tuple = ()
+
+
+def _frozen_batch_norm(patterns):
+    """A Flax method interceptor: BatchNorm layers named by `patterns` use their running
+    statistics (as `train=False` does) even in a training step."""
+    import flax.linen as nn
+
+    def intercept(next_fun, args, kwargs, context):
+        module = context.module
+        if (not isinstance(module, nn.BatchNorm) or context.method_name != "__call__" or module.use_running_average
+                or not any(optim.matches("/".join(module.scope.path) + "/mean", p) for p in patterns)):
+            return next_fun(*args, **kwargs)
+        x = args[0]
+        y = x - module.get_variable("batch_stats", "mean")
+        mul = jax.lax.rsqrt(module.get_variable("batch_stats", "var") + module.epsilon)
+        if module.use_scale:
+            mul = mul * module.get_variable("params", "scale")
+        y = y * mul
+        if module.use_bias:
+            y = y + module.get_variable("params", "bias")
+        return jnp.asarray(y, module.dtype or jnp.result_type(x))
+    return nn.intercept_methods(intercept)
 
 
 def _masked_mean(values, mask):
@@ -55,8 +81,10 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, head: Head,
     has_batch_stats = bool(state.batch_stats)
 
     def loss_fn(params):
-        out = state.apply_fn(state.variables(params), batch["image"], train=True, rngs={"dropout": dropout_rng},
-                             mutable=["batch_stats"] if has_batch_stats else False)
+        with (_frozen_batch_norm(options.frozen_patterns) if options.frozen_patterns and has_batch_stats
+              else contextlib.nullcontext()):
+            out = state.apply_fn(state.variables(params), batch["image"], train=True, rngs={"dropout": dropout_rng},
+                                 mutable=["batch_stats"] if has_batch_stats else False)
         logits, updates = out if has_batch_stats else (out, {})
         per_example = _objective(head, options, logits, batch["label"], params)
         return _masked_mean(per_example, batch["mask"]), (logits, per_example, updates)
