@@ -95,6 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.verbose = -1  # Keras semantics: 0 silent, 1 progress bar, 2 one line per epoch; -1 auto
     c.checkpoint_max_to_keep = 2  # latest checkpoints kept in workdir/checkpoints (for resuming)
     c.checkpoint_every_steps = 0  # also checkpoint inside epochs every N steps (0: at epoch ends only)
+    # Exit status after SIGTERM once the checkpoint is saved: 0, a clean exit; 143 (what a shell
+    # reports for a process SIGTERM ended) lets a job scheduler retry a preempted run.
+    c.preempted_exit_code = 0
     c.callbacks = _callbacks()
     c.distributed = _distributed()
     return c
@@ -225,6 +228,8 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
            f"one of {', '.join(DTYPES)} (float16 would need loss scaling; bfloat16 does not)")
     _check(isinstance(config.checkpoint_every_steps, int) and config.checkpoint_every_steps >= 0,
            "checkpoint_every_steps", config.checkpoint_every_steps, "an integer >= 0")
+    _check(isinstance(config.preempted_exit_code, int) and 0 <= config.preempted_exit_code <= 255,
+           "preempted_exit_code", config.preempted_exit_code, "an exit status in [0, 255]")
     opt, reg = config.optimization, config.regularization
     for key in ("clipnorm", "global_clipnorm", "clipvalue"):
         _check(opt[key] >= 0, f"optimization.{key}", opt[key], ">= 0 (0: off)")

@@ -162,7 +162,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_resume_is_exact(t
     expected, _ = one_device
     workdir = tmp_path / "run"
     stopped = two_processes(workdir, sigterm=[1, 20])
-    assert [p.returncode for p in stopped] == [143, 143], [p.stderr[-2000:] for p in stopped]
+    assert [p.returncode for p in stopped] == [0, 0], [p.stderr[-2000:] for p in stopped]
     step = int(stopped[0].stderr.split("saved a checkpoint at step ")[1].split()[0])
     assert 20 < step < 82 and step in {int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()}
     for out in (result(proc) for proc in two_processes(workdir)):

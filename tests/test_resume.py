@@ -51,9 +51,9 @@ def test_killed_and_terminated_anywhere_then_resumed_ends_bitwise_equal(tmp_path
     proc = launch(workdir, "epoch_end", 1)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert max(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()) in (140, 160)  # not 162
-    # SIGTERM inside epoch 3: a checkpoint at the next step, then exit status 143.
+    # SIGTERM inside epoch 3: a checkpoint at the next step, then a clean exit.
     proc = launch(workdir, "batch", 190, "SIGTERM")
-    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert "received SIGTERM: saved a checkpoint at step 191" in proc.stderr
     assert 191 in ocp.CheckpointManager(str(workdir / "checkpoints")).all_steps()
     # The last resume, in this process, runs to the end.

@@ -7,7 +7,7 @@ noise are functions of (seed, epoch, step). So a run killed at any point and res
 from its latest checkpoint ends bitwise equal to an uninterrupted one (on CPU).
 
 Checkpoints are saved at each epoch end, every `checkpoint_every_steps` steps, and when
-the process receives SIGTERM (then it exits with status 143).
+the process receives SIGTERM (then it exits with `config.preempted_exit_code`, 0 by default).
 """
 
 from __future__ import annotations
@@ -39,15 +39,13 @@ from jaxcnn.train import distributed
 from jaxcnn.train import state as state_lib
 from jaxcnn.train import steps, workdir as workdir_lib
 
-PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
-
-
 class Preempted(SystemExit):
-    """Raised after SIGTERM, once the checkpoint is saved: the process exits with status 143,
-    as a process ended by SIGTERM does, so a job script can tell it from a finished run."""
+    """Raised after SIGTERM, once the checkpoint is saved: the process exits with the
+    config's `preempted_exit_code` (0: a clean exit; 143 as a process ended by SIGTERM, so
+    that a job scheduler retries it)."""
 
-    def __init__(self, message: str):
-        super().__init__(PREEMPTED_EXIT_CODE)
+    def __init__(self, message: str, exit_code: int = 0):
+        super().__init__(exit_code)
         self.message = message
 
 
@@ -288,7 +286,7 @@ class Trainer:
                    f"resume with `jaxcnn train --workdir {self.workdir}`")
         if jax.process_index() == 0:
             print(f"jaxcnn: {message}", file=sys.stderr, flush=True)
-        raise Preempted(message)
+        raise Preempted(message, self.config.preempted_exit_code)
 
     def _train_epoch(self, epoch: int, start: int, running, elapsed: float, cbs: callbacks_lib.CallbackList,
                      checkpointer, guard: _PreemptionGuard) -> dict[str, float]:

@@ -15,7 +15,7 @@ from jaxcnn.errors import UserError
 # they change how long it runs, what it prints and logs, how it checkpoints, and where its
 # processes meet; a key ending in '.' names a group.
 RESUMABLE_CHANGES = ("epochs", "verbose", "log_every_steps", "checkpoint_every_steps", "checkpoint_max_to_keep",
-                     "callbacks.tensorboard.", "distributed.")
+                     "preempted_exit_code", "callbacks.tensorboard.", "distributed.")
 
 
 def check(path: str) -> bool:
