@@ -62,4 +62,18 @@ def initialize(config) -> bool:
                         f"process {process}): {str(e).splitlines()[0]}; check distributed.* or the JAX_* "
                         "environment variables") from e
     _initialized = True
+    _orbax_barriers_through_the_coordinator()
     return jax.process_count() > 1
+
+
+def _orbax_barriers_through_the_coordinator() -> None:
+    """Orbax's default barrier is a device collective (`sync_global_devices`) that its
+    asynchronous-save thread runs while the main thread runs train steps, whose gradients
+    are all-reduced: on a loaded machine the two interleave differently on each process
+    and the processes deadlock (seen on CPU with Gloo). The coordination service's
+    barriers (Orbax's `experimental_orbax_use_distributed_barrier`) never touch the devices."""
+    from absl import flags
+    import orbax.checkpoint  # noqa: F401  (defines the flag)
+
+    flag = flags.FLAGS["experimental_orbax_use_distributed_barrier"]
+    flag.value, flag.present = True, 1

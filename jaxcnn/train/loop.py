@@ -361,7 +361,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None = None, callbacks
     distributed.initialize(config)
     created = workdir is not None and not os.path.exists(workdir)
     with _workdir_lock(workdir):  # before loading data: a second run on the workdir is refused at once
-        return _fit(config, workdir, callbacks, start, resuming, created)
+        return _fit(config, workdir, callbacks, (start, cpu_start), resuming, created)
 
 
 def _workdir_lock(workdir: str | None):
@@ -372,7 +372,9 @@ def _workdir_lock(workdir: str | None):
     return workdir_lib.lock(workdir)
 
 
-def _fit(config, workdir, callbacks, start: float, resuming: bool, created: bool) -> callbacks_lib.History:
+def _fit(config, workdir, callbacks, start: tuple[float, float], resuming: bool,
+         created: bool) -> callbacks_lib.History:
+    """`fit` holding the lock; `start` is (wall clock, process CPU time) when fit began."""
     primary = jax.process_index() == 0
     try:
         trainer = Trainer(config)
@@ -397,8 +399,8 @@ def _fit(config, workdir, callbacks, start: float, resuming: bool, created: bool
                                              trainer.dataset.describe(), "test")
     results = evaluation.results
     results.update(epoch=len(trainer.history.get("loss", [])), step=int(trainer.state.step),
-                   wall_seconds=round(time.perf_counter() - start, 1),
-                   cpu_seconds=round(time.process_time() - cpu_start, 1))
+                   wall_seconds=round(time.perf_counter() - start[0], 1),
+                   cpu_seconds=round(time.process_time() - start[1], 1))
     if workdir is not None and primary:  # the files of `jaxcnn evaluate`, and the training curves
         evaluation.save(workdir)
         plots.training_curves(plots.read_metrics(workdir), os.path.join(workdir, plots.PLOTS_DIR, "curves.png"),
