@@ -19,7 +19,8 @@ ImageNet head is replaced by the 10-class one.) Images are upsampled to 224x224,
 the weights were trained at, and prepared in Keras' caffe mode (`jaxcnn.pretrained`: the
 BGR order is folded into conv1 when importing, so the pipeline feeds RGB). This config has
 not been run to the end here (a 224x224 ResNet-50 epoch of 45,000 images takes hours on 2
-CPU cores); Keras' tutorials report about 90% after fine-tuning at this resolution.
+CPU cores). Expected: about 90% test accuracy after fine-tuning, as Keras' tutorials report
+at this resolution (not measured here).
 """
 
 from jaxcnn import pretrained
