@@ -82,6 +82,17 @@ class Classifier(nn.Module):
         return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
                             use_scale=use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
 
+    def conv_bn(self, x, filters, kernel_size, strides, name, bn_name, train, depthwise=False):
+        """A convolution (`depthwise`: one filter per channel) then BatchNorm, for the families
+        with a `layout` field and a `bn_settings()` method: padded 'same' as Keras, or by
+        kernel_size // 2 as torchvision."""
+        padding = "same" if self.layout == "keras" else kernel_size // 2
+        if depthwise:
+            x = self.depthwise_conv(x, kernel_size, strides, padding, name=name)
+        else:
+            x = self.conv(x, filters, kernel_size, strides, padding, name=name)
+        return self.bn(x, train, name=bn_name, **self.bn_settings())
+
     def check_options(self) -> None:
         check_choice("pooling", self.pooling, POOLINGS)
         if self.include_top and self.pooling is not None:

@@ -64,14 +64,6 @@ class EfficientNet(Classifier):
         large = self.width_coefficient >= 1.6  # torchvision's B5, B6 and B7
         return dict(epsilon=1e-3, momentum=0.99) if large else dict(epsilon=1e-5, momentum=0.9)
 
-    def conv_bn(self, x, filters, kernel_size, strides, name, bn_name, train, depthwise=False):
-        padding = "same" if self.layout == "keras" else kernel_size // 2
-        if depthwise:
-            x = self.depthwise_conv(x, kernel_size, strides, padding, name=name)
-        else:
-            x = self.conv(x, filters, kernel_size, strides, padding, name=name)
-        return self.bn(x, train, name=bn_name, **self.bn_settings())
-
     def block(self, x, expansion, kernel_size, strides, filters_in, filters_out, drop_rate, name, train):
         inputs = x
         filters = filters_in * expansion

@@ -45,13 +45,8 @@ class MobileNetV2(Classifier):
         super().check_options()
         check_choice("layout", self.layout, LAYOUTS)
 
-    def conv_bn(self, x, filters, kernel_size, strides, name, bn_name, train, depthwise=False):
-        padding = "same" if self.layout == "keras" else kernel_size // 2
-        if depthwise:
-            x = self.depthwise_conv(x, kernel_size, strides, padding, name=name)
-        else:
-            x = self.conv(x, filters, kernel_size, strides, padding, name=name)
-        return self.bn(x, train, name=bn_name, **_BN[self.layout])
+    def bn_settings(self) -> dict:
+        return _BN[self.layout]
 
     def block(self, x, expansion, filters, strides, prefix, train):
         inputs = x
