@@ -21,7 +21,7 @@ from ml_collections import config_dict
 
 from jaxcnn.errors import UserError
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adadelta", "adam", "adamw")
 SCHEDULES = ("constant", "piecewise", "step", "exponential", "cosine", "warmup_cosine")
 HEADS = ("auto", "softmax", "sigmoid")
 DTYPES = ("float32", "bfloat16")

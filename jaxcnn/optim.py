@@ -96,6 +96,8 @@ def _base_optimizer(config: ml_collections.ConfigDict, learning_rate: optax.Sche
         return optax.rmsprop(learning_rate, decay=0.9, eps=1e-7)
     if name == "adagrad":  # Keras' defaults: initial accumulator 0.1, eps 1e-7
         return optax.adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7)
+    if name == "adadelta":  # Keras' defaults: rho 0.95, eps 1e-7 (its mnist_cnn example: lr 1.0)
+        return optax.adadelta(learning_rate, rho=0.95, eps=1e-7)
     if name == "adam":
         return optax.adam(learning_rate, eps=1e-7)
     if name == "adamw":

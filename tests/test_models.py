@@ -27,6 +27,24 @@ def keras_simple_cnn(num_classes=10):
     ])
 
 
+def keras_mnist_cnn(num_classes=10):
+    """The Keras mnist_cnn example: two convolutions before the pool (99.25% on MNIST)."""
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(32, (3, 3), activation="relu"),
+        keras.layers.Conv2D(64, (3, 3), activation="relu"),
+        keras.layers.MaxPooling2D((2, 2)),
+        keras.layers.Dropout(0.25),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(num_classes),
+    ])
+
+
+MNIST_CNN = dict(filters=((32, 64),), dropout_rate=0.25, head_dropout_rate=0.5)
+
+
 def keras_mlp(num_classes=10):
     return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                              keras.layers.Dense(100, activation="relu"), keras.layers.Dense(num_classes)])
@@ -36,23 +54,25 @@ def test_registry_lists_the_foundation_models():
     assert {"mlp", "simple_cnn"} <= set(models.names())
 
 
-@pytest.mark.parametrize("name,keras_model,expected", [
-    ("simple_cnn", keras_simple_cnn, 693_962),
-    ("mlp", keras_mlp, 79_510),
+@pytest.mark.parametrize("name,kwargs,keras_model,expected", [
+    ("simple_cnn", {}, keras_simple_cnn, 693_962),
+    ("simple_cnn", MNIST_CNN, keras_mnist_cnn, 1_199_882),
+    ("mlp", {}, keras_mlp, 79_510),
 ])
-def test_parameter_counts_equal_keras(name, keras_model, expected):
-    ours = param_count(models.create(name, num_classes=10), (1, 28, 28, 1))
+def test_parameter_counts_equal_keras(name, kwargs, keras_model, expected):
+    ours = param_count(models.create(name, num_classes=10, **kwargs), (1, 28, 28, 1))
     assert ours == keras_model().count_params() == expected
 
 
-def test_simple_cnn_with_keras_weights_gives_keras_outputs():
+@pytest.mark.parametrize("kwargs,keras_model", [({}, keras_simple_cnn), (MNIST_CNN, keras_mnist_cnn)])
+def test_simple_cnn_with_keras_weights_gives_keras_outputs(kwargs, keras_model):
     """Same weights, same logits: the conv/pool/flatten order and layouts match Keras."""
-    reference = keras_simple_cnn()
+    reference = keras_model()
     x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(np.float32)
-    conv, dense, head = [layer.get_weights() for layer in reference.layers if layer.get_weights()]
-    params = {"conv1": {"kernel": conv[0], "bias": conv[1]}, "dense": {"kernel": dense[0], "bias": dense[1]},
-              "head": {"kernel": head[0], "bias": head[1]}}
-    ours = models.create("simple_cnn", num_classes=10).apply({"params": params}, x, train=False)
+    *convs, dense, head = [layer.get_weights() for layer in reference.layers if layer.get_weights()]
+    params = {f"conv{i + 1}": {"kernel": w[0], "bias": w[1]} for i, w in enumerate(convs)}
+    params |= {"dense": {"kernel": dense[0], "bias": dense[1]}, "head": {"kernel": head[0], "bias": head[1]}}
+    ours = models.create("simple_cnn", num_classes=10, **kwargs).apply({"params": params}, x, train=False)
     np.testing.assert_allclose(ours, reference(x), rtol=1e-5, atol=1e-5)
 
 

