@@ -4,10 +4,12 @@ device, jitted sharded train step, on-device metric merge), on random data.
     python tools/bench_train_step.py                         # simple_cnn, 28x28x1, batch 128
     python tools/bench_train_step.py --pool reduce_window    # the same with Flax's pooling
     python tools/bench_train_step.py --model mlp --out bench.json
+    python tools/bench_train_step.py --profile 15            # also the 15 costliest XLA ops of a window
 
 Reports the compile (first step) time and the steady-state images/s: the median of
 `--windows` timed windows of `--steps` steps each, after warm-up, and the best window
-(this 2-core machine's timings vary by about 20% between windows).
+(this 2-core machine's timings vary by about 20% between windows), and the CPU time per
+step of all the process' threads (steadier when other jobs share the cores).
 """
 
 import argparse
@@ -31,6 +33,8 @@ def main():
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--pool", choices=["slices", "reduce_window"], default="slices",
                         help="max pooling implementation (reduce_window: flax.linen.max_pool)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="trace one more window with jax.profiler and print its N costliest XLA ops")
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args()
 
@@ -70,18 +74,23 @@ def main():
     run(1)
     compile_s = time.perf_counter() - start
     run(args.steps)  # warm-up
-    rates = []
+    rates, cpu = [], []
     for _ in range(args.windows):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run(args.steps)
         rates.append(args.steps * args.batch / (time.perf_counter() - start))
+        cpu.append((time.process_time() - start_cpu) / args.steps)
     result = {
         "model": args.model, "input": args.shape, "batch": args.batch, "optimizer": args.optimizer,
         "pool": args.pool, "compile_s": round(compile_s, 2),
         "images_per_s": round(statistics.median(rates)), "best_images_per_s": round(max(rates)),
         "ms_per_step": round(1000 * args.batch / statistics.median(rates), 2),
+        # CPU time of all threads per step: steadier than the wall clock when other jobs share the cores.
+        "cpu_ms_per_step": round(1000 * statistics.median(cpu), 2),
         "windows": [round(r) for r in rates],
     }
+    if args.profile:
+        result["profile_ms_per_step"] = benchlib.op_profile(lambda: run(args.steps), args.steps, args.profile)
     benchlib.report(result, args.out)
 
 

@@ -32,3 +32,33 @@ def report(result: dict, out: str | None = None, quiet: bool = False) -> None:
     if out:
         with open(out, "w") as f:
             json.dump(result, f, indent=2)
+
+
+# Events of the trace that are not XLA ops: the Python and runtime frames around them.
+_NOT_OPS = ("$", "PjitFunction", "CommonPjRt", "Handle inputs", "Allocate", "ThunkExecutor", "PjRt", "Execute")
+
+
+def op_profile(run, steps: int, top: int) -> dict:
+    """Runs `run()` (which executes `steps` steps) under jax.profiler and returns the `top`
+    XLA ops (fusions, convolutions, dots) by summed trace time, in ms per step, plus their
+    total. Summed over threads: with intra-op parallelism an op's time counts once per thread
+    that worked on it, so compare ops with each other, not with the wall clock."""
+    import collections
+    import glob
+    import gzip
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            run()
+        path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True))[-1]
+        with gzip.open(path) as f:
+            events = json.load(f)["traceEvents"]
+    totals = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and not event["name"].startswith(_NOT_OPS):
+            totals[event["name"]] += event["dur"] / 1000 / steps
+    ops = {name: round(ms, 3) for name, ms in totals.most_common(top)}
+    if not ops:
+        return ops
+    return {**ops, "total_of_all_ops": round(sum(totals.values()), 3)}

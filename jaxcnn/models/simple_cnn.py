@@ -46,8 +46,9 @@ class SimpleCNN(Classifier):
         for stage in stages:
             for filters in (stage,) if isinstance(stage, int) else stage:
                 convs += 1
-                x = nn.Conv(filters, (self.kernel_size, self.kernel_size), padding=self.padding,
-                            dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{convs}")(x)
+                x = layers.Conv2D(filters, self.kernel_size, padding=self.padding,
+                                  kernel_init=nn.initializers.lecun_normal(), dtype=self.dtype,
+                                  param_dtype=self.param_dtype, name=f"conv{convs}")(x)
                 x = act(x)
                 self.sow("intermediates", f"conv{convs}_act", x)
             x = layers.max_pool(x, self.pool_size)
