@@ -241,13 +241,22 @@ class Checkpointer:
         _, restored = self.restore_first_intact(steps, {"state": state_like}, move_aside=False)
         return restored["state"], restored["meta"]
 
-    def restore_items(self, step: int, templates: dict) -> dict:
+    def restore_items(self, step: int, templates: dict | Callable[[dict], dict]) -> dict:
         """Restores `step` into the structures, shapes and shardings of `templates`
         ({item: pytree}; items the step lacks are skipped), and checks the fingerprints.
-        Returns {item: pytree, 'meta': dict}; raises CorruptCheckpoint."""
+        `templates` may be a function of the step's meta (e.g. a run's phase decides the
+        structure of its optimizer state). Returns {item: pytree, 'meta': dict}; raises
+        CorruptCheckpoint."""
         present = self.items(step)
-        wanted = {name: t for name, t in templates.items() if name in present and t is not None}
+        if callable(templates):  # it may raise CorruptCheckpoint for a meta it cannot use
+            try:  # the meta item alone (a Composite restore of it would warn about every other item)
+                with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+                    meta = reader.restore(os.path.join(self.directory, str(step), "meta"))
+            except Exception as e:
+                raise CorruptCheckpoint(_first_line(e)) from e
+            templates = templates(meta or {})
         try:
+            wanted = {name: t for name, t in templates.items() if name in present and t is not None}
             args = {name: ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, t))
                     for name, t in wanted.items()}
             restored = dict(self._manager.restore(step, args=ocp.args.Composite(
@@ -263,7 +272,8 @@ class Checkpointer:
                 raise CorruptCheckpoint(f"the '{name}' arrays do not match their fingerprint")
         return restored
 
-    def restore_first_intact(self, steps: list[int], templates: dict, move_aside: bool = True) -> tuple[int, dict]:
+    def restore_first_intact(self, steps: list[int], templates: dict | Callable[[dict], dict],
+                             move_aside: bool = True) -> tuple[int, dict]:
         """Restores the first intact step of `steps`. The corrupt ones before it are
         reported and, with `move_aside`, moved to workdir/corrupt_checkpoints/ (so that the
         redone steps can be saved again). When no step is intact nothing is moved (the
@@ -282,7 +292,7 @@ class Checkpointer:
             return step, restored
         raise CorruptCheckpoint("; ".join(f"step {step}: {error}" for step, error in failures) or "no steps")
 
-    def restore_latest(self, templates: dict) -> tuple[int, dict]:
+    def restore_latest(self, templates: dict | Callable[[dict], dict]) -> tuple[int, dict]:
         """The latest intact step (see `restore_first_intact`)."""
         return self.restore_first_intact(sorted(self.all_steps(), reverse=True), templates)
 
