@@ -22,9 +22,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxcnn import config as config_lib
+from jaxcnn import config as config_lib, inference
 from jaxcnn.errors import UserError
-from jaxcnn.train import Callback, fit
+from jaxcnn.train import Callback, Trainer, checkpoint, fit
 from conftest import REPO
 
 # The run under test, the child program that kills itself at a chosen hook, and the record
@@ -226,11 +226,12 @@ def test_a_run_interrupted_at_the_phase_boundary_and_in_phase_two_resumes_bitwis
     workdir = tmp_path / "run"
     # At the boundary: phase 1 done (its checkpoint 81 holds phase 1's optimizer state), phase 2
     # not started; then inside phase 2 (checkpoint 120 holds phase 2's).
+    reader = Trainer(phased_config())
     for step, last, phase in ((81, 81, 0), (130, 120, 1)):
         with pytest.raises(Interrupt):
             fit(phased_config(), str(workdir), callbacks=[InterruptAt(step)])
-        manager = ocp.CheckpointManager(str(workdir / "checkpoints"))
-        assert manager.latest_step() == last and manager.restore(last)["meta"]["phase"] == phase
+        state, meta = checkpoint.restore(str(workdir), reader.state_template)  # the step's phase's structure
+        assert int(state.step) == last and meta["phase"] == phase
     fit(phased_config(), str(workdir))
     assert record_without_best(workdir) == expected
     assert [m["phase"] for m in expected["metrics"]] == [1, 2]
@@ -239,3 +240,4 @@ def test_a_run_interrupted_at_the_phase_boundary_and_in_phase_two_resumes_bitwis
     assert rates.rates[80] == pytest.approx(1e-3) and rates.rates[81] == pytest.approx(1e-2)
     assert rates.rates[121] == pytest.approx(1e-2 * (0.9 * 0.5 * (1 + np.cos(np.pi * 20 / 40)) + 0.1), rel=1e-5)
     assert expected["metrics"][1]["lr"] == pytest.approx(1e-3)  # the cosine's end (logged before a halving)
+    assert inference.load_run(str(straight)).step == 162  # `jaxcnn evaluate`: phase 2's optimizer state

@@ -639,7 +639,7 @@ class ModelCheckpoint(MonitorCallback):
     by `monitor` (its metric for the step). The run's latest checkpoints, for resuming, are
     kept apart in `workdir/checkpoints`, so best-k retention never evicts them.
 
-    `jaxcnn.train.checkpoint.restore(workdir, state, which='best')` reads the best one.
+    `jaxcnn.train.checkpoint.restore(workdir, trainer.state_template, which='best')` reads the best one.
     """
 
     def __init__(self, directory: str | None = None, monitor: str = "val_loss", verbose: int = 0,

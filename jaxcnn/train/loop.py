@@ -210,6 +210,11 @@ class Trainer:
         opt_state = jax.jit(phase.tx.init, out_shardings=self.replicated)(self.state.params)
         return self.state.replace(tx=phase.tx, opt_state=opt_state)
 
+    def state_template(self, meta: dict):
+        """A train state to restore the checkpoint step of `meta` into: its optimizer state has
+        the structure of the step's phase (`checkpoint.restore(workdir, trainer.state_template)`)."""
+        return self._phase_state(self.phases[checkpoint_lib.phase(meta, len(self.phases))])
+
     def _enter_phase(self, phase: Phase) -> None:
         """Starts `phase`: a fresh optimizer (Keras' compile() before fit(initial_epoch=...));
         everything else carries on."""
@@ -314,13 +319,8 @@ class Trainer:
     def _restore(self, checkpointer: checkpoint_lib.Checkpointer, cbs: callbacks_lib.CallbackList) -> dict:
         """Restores the latest intact checkpoint into the trainer; returns its meta plus
         `running` (the epoch's running metrics) and `callback_arrays`."""
-        def templates(meta: dict) -> dict:  # the optimizer state has the structure of the step's phase
-            phase = meta.get("phase", 0)
-            if phase not in range(len(self.phases)):
-                raise checkpoint_lib.CorruptCheckpoint(f"its meta names phase {phase!r} of a run of "
-                                                       f"{len(self.phases)} phases")
-            state = self._phase_state(self.phases[phase])
-            out = {"state": state, "running_metrics": self._empty_metrics()}
+        def templates(meta: dict) -> dict:
+            out = {"state": self.state_template(meta), "running_metrics": self._empty_metrics()}
             out.update({f"callback_{key}": t for key, t in cbs.array_templates().items()})
             return out
         try:
