@@ -183,13 +183,15 @@ def test_reading_checkpoints_for_evaluation(tmp_path, two_epochs):
 def phased_config():
     """Two phases of one run: the conv layers frozen, Adam 1e-3 (1 epoch); then every layer
     trained with Adam on a cosine schedule from 1e-2 to 1e-3 (1 epoch). Dropout, accumulation, EMA
-    and ReduceLROnPlateau (which halves the rate at every epoch end) as in the run above."""
+    and ReduceLROnPlateau (which halves the rate at every epoch end) as in the run above, and
+    ModelCheckpoint."""
     c = short_config(2)
     c.model_kwargs.dropout_rate = 0.25
     c.checkpoint_every_steps = 40
     c.optimization.ema_momentum = 0.9
     c.optimization.gradient_accumulation_steps = 2
     c.callbacks.reduce_lr_on_plateau.update(enabled=True, patience=0, factor=0.5, min_delta=1.0)
+    c.callbacks.model_checkpoint.update(enabled=True, max_to_keep=2)  # each epoch's, best first
     c.phases = ({"epochs": 1, "optimization.freeze": ("conv*",)},
                 {"epochs": 1, "learning_rate": 1e-2, "schedule": "cosine", "lr_end_factor": 0.1})
     return c
@@ -241,3 +243,6 @@ def test_a_run_interrupted_at_the_phase_boundary_and_in_phase_two_resumes_bitwis
     assert rates.rates[121] == pytest.approx(1e-2 * (0.9 * 0.5 * (1 + np.cos(np.pi * 20 / 40)) + 0.1), rel=1e-5)
     assert expected["metrics"][1]["lr"] == pytest.approx(1e-3)  # the cosine's end (logged before a halving)
     assert inference.load_run(str(straight)).step == 162  # `jaxcnn evaluate`: phase 2's optimizer state
+    for step in (81, 162):  # ModelCheckpoint's, one of each phase
+        state, meta = checkpoint.restore(str(straight), reader.state_template, which="best", step=step)
+        assert int(state.step) == step and meta["phase"] == (step == 162)

@@ -717,7 +717,9 @@ class ModelCheckpoint(MonitorCallback):
         step = int(state.step)
         value = (logs or {}).get(self.monitor)
         meta = {"epoch": epoch + 1 if batch is None else epoch, "step": step, "monitor": self.monitor,
-                "value": value, "logs": {k: float(v) for k, v in (logs or {}).items()}}
+                "value": value, "logs": {k: float(v) for k, v in (logs or {}).items()},
+                # The phase whose optimizer state the step holds (checkpoint.phase reads it back).
+                "phase": getattr(getattr(self.trainer, "phase", None), "index", 0)}
         if step in self._checkpointer.all_steps():
             return  # saved already (a resumed run redoing the step it was killed at)
         # A step without the monitored value (Keras saves it anyway) ranks worst, not unranked: Orbax
