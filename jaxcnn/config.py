@@ -27,6 +27,10 @@ HEADS = ("auto", "softmax", "sigmoid")
 DTYPES = ("float32", "bfloat16")
 REGULARIZERS = ("l1", "l2", "max_norm")  # the keys of a regularization.per_layer entry
 MONITOR_MODES = ("auto", "min", "max")
+# The keys a phase may change (config.phases): what builds the optimizer and the train step.
+PHASE_KEYS = ("epochs", "optimizer", "learning_rate", "momentum", "weight_decay", "schedule", "warmup_epochs",
+              "lr_boundaries", "lr_decay", "lr_end_factor", "optimization.freeze", "optimization.batch_norm_inference",
+              "optimization.clipnorm", "optimization.global_clipnorm", "optimization.clipvalue")
 
 # Keys whose value is a free-form dict (family options of a model, per-layer regularization);
 # any key may be added.
@@ -88,6 +92,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Transfer learning: start from a pretrained workdir's weights (`jaxcnn convert --out`, or a run);
     # its head is kept only when the classes match (jaxcnn/pretrained/transfer.py).
     c.init_from = ""
+    # Phases of one run (head first, then fine-tuning): each a dict of the keys of this config that
+    # it changes (PHASE_KEYS), e.g. ({'epochs': 3, 'optimization.freeze': 'base'},
+    # {'epochs': 1, 'learning_rate': 1e-5, 'optimization.freeze': ('stem*',)}). Each phase is this
+    # config with its keys replaced, with a fresh optimizer and its schedule restarted; `epochs`
+    # must be the sum of the phases' epochs. (): one phase, this config.
+    c.phases = ()
     c.optimization = _optimization()
     c.regularization = _regularization()
     # Logging and checkpoints.
@@ -112,6 +122,10 @@ def _optimization() -> ml_collections.ConfigDict:
     o.gradient_accumulation_steps = 1  # average the gradients of N batches per update
     o.ema_momentum = 0.0  # > 0: keep an EMA of the weights (Keras' use_ema) and evaluate it
     o.freeze = ()  # layer/parameter globs not trained, e.g. ('conv*',), or 'base' (all but head); see jaxcnn/optim.py
+    # BatchNorm layers (globs, or 'base') that normalize with their moving statistics in training too,
+    # which stay as they are, while their scale and bias train (Keras' advice when fine-tuning: call the
+    # base with training=False). Frozen BatchNorm layers always do.
+    o.batch_norm_inference = ()
     return o
 
 
@@ -215,6 +229,53 @@ def validate(config: ml_collections.ConfigDict) -> None:
     from jaxcnn import data
     data.check_config(config)
     _validate_training(config)
+    if config.phases:
+        phase_configs(config)  # validates every phase
+
+
+def phase_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+    """The config of each phase of a run: the run's config with the phase's keys replaced (its
+    `epochs` the phase's length) and no phases; without phases, [config]. Validates each one."""
+    if not config.phases:
+        return [config]
+    if not isinstance(config.phases, (tuple, list)):
+        raise UserError(f"config.phases must be a tuple of dicts such as ({{'epochs': 3}}, {{'epochs': 1}}), "
+                        f"got {config.phases!r}")
+    out = []
+    for i, phase in enumerate(config.phases):
+        where = f"config.phases[{i}]"
+        if not isinstance(phase, (dict, ml_collections.ConfigDict)):
+            raise UserError(f"{where} must be a dict such as {{'epochs': 3, 'learning_rate': 1e-3}}, got {phase!r}")
+        unknown = sorted(set(phase) - set(PHASE_KEYS))
+        if unknown:
+            raise UserError(f"{where} has unknown key '{unknown[0]}'{_did_you_mean(unknown[0], PHASE_KEYS)}; "
+                            f"a phase may set {', '.join(PHASE_KEYS)}")
+        if "epochs" not in phase:
+            raise UserError(f"{where} has no 'epochs'; give each phase its length, e.g. {{'epochs': 3, ...}}")
+        c = config.copy_and_resolve_references()
+        c.phases = ()
+        for key, value in phase.items():
+            *parents, leaf = key.split(".")
+            node = c
+            for part in parents:
+                node = node[part]
+            if isinstance(node[leaf], tuple):  # a pattern alone, or a list (read back from JSON)
+                value = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, list) else value
+            try:
+                node[leaf] = value
+            except TypeError:
+                raise UserError(f"{where}.{key}={value!r} must be a {type(node[leaf]).__name__} as "
+                                f"config.{key} is") from None
+        try:
+            validate(c)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        out.append(c)
+    lengths = [c.epochs for c in out]
+    if sum(lengths) != config.epochs:
+        raise UserError(f"config.epochs={config.epochs} but the phases last {' + '.join(map(str, lengths))} = "
+                        f"{sum(lengths)} epochs; set --config.epochs={sum(lengths)} (the sum of the phases' epochs)")
+    return out
 
 
 def _check(ok: bool, key: str, value, requirement: str) -> None:

@@ -142,10 +142,15 @@ def load_run(workdir: str, checkpoint: str = "latest") -> TrainedRun:
                           **config.model_kwargs.to_dict())
     steps_per_epoch = max(1, math.ceil(info["num_examples"]["train"] / config.batch_size))
     image_shape = tuple(info["image_shape"])
-    tx, _ = optim.create(config, steps_per_epoch, state_lib.abstract(model, image_shape)["params"])
+    params = state_lib.abstract(model, image_shape)["params"]
+    phases = config_lib.phase_configs(config)
     mesh = pipeline.make_mesh()
-    # The state's shapes only (no initialization), built and placed as training built it.
-    template = jax.eval_shape(lambda: state_lib.create(model, tx, image_shape, jax.random.key(0),
+
+    def template(meta: dict):
+        """The state's shapes only (no initialization), built and placed as training built it,
+        with the optimizer of the step's phase."""
+        tx, _ = optim.create(phases[checkpoint_lib.phase(meta, len(phases))], steps_per_epoch, params)
+        return jax.eval_shape(lambda: state_lib.create(model, tx, image_shape, jax.random.key(0),
                                                        sharding=pipeline.replicated(mesh),
                                                        ema=config.optimization.ema_momentum > 0))
     try:

@@ -21,7 +21,8 @@ Layer patterns (freezing, per-layer regularization) are shell globs matched agai
 a parameter's path, e.g. 'conv1/kernel': 'conv1' names a layer (all its parameters),
 'conv*' every layer whose name starts with conv, 'head/bias' one parameter; 'base' names
 every layer but the head. Frozen parameters get no update at all (no weight decay either),
-and frozen BatchNorm layers run in inference mode (their statistics, not the batch's).
+and frozen BatchNorm layers run in inference mode (their statistics, not the batch's), as do
+the trainable ones that `optimization.batch_norm_inference` names (`batch_norm_inference`).
 """
 
 from __future__ import annotations
@@ -210,6 +211,21 @@ def freeze_labels(patterns, params):
 def frozen_mask(patterns, tree):
     """True for every leaf of `tree` (params or batch_stats) that a freeze pattern names."""
     return jax.tree_util.tree_map_with_path(lambda p, _: any(matches(param_path(p), pat) for pat in patterns), tree)
+
+
+def batch_norm_inference(opt: ml_collections.ConfigDict, batch_stats) -> tuple[str, ...]:
+    """The patterns of the BatchNorm layers that run in inference mode in a training step: the
+    frozen ones and those `optimization.batch_norm_inference` names (each must name a BatchNorm
+    layer of `batch_stats`, the model's statistics or their shapes)."""
+    extra = tuple(opt.batch_norm_inference)
+    paths = param_paths(batch_stats or {})
+    for pattern in extra:
+        if not any(matches(path, pattern) for path in paths):
+            layers = sorted({path.rsplit("/", 1)[0] for path in paths})
+            raise UserError(f"optimization.batch_norm_inference pattern {pattern!r} names no BatchNorm layer; "
+                            + (f"the model's BatchNorm layers are: {', '.join(layers)}" if layers
+                               else "the model has none: remove the key"))
+    return tuple(opt.freeze) + tuple(p for p in extra if p not in opt.freeze)
 
 
 def count_trainable(patterns, params) -> int:

@@ -62,7 +62,8 @@ def training_curves(history, path: str, title: str = "") -> str:
     """Loss, accuracy (train and validation) and learning rate per epoch.
 
     `history`: the records of a workdir's metrics.jsonl, or Keras' `History.history` dict.
-    The best validation loss and accuracy are marked.
+    The best validation loss and accuracy are marked, and the start of each phase of a run
+    in phases (its `phase` entries) by a dotted line.
     """
     from matplotlib.ticker import MaxNLocator
     table = _epochs_table(history)
@@ -95,6 +96,13 @@ def training_curves(history, path: str, title: str = "") -> str:
         axes[2].set(xlabel="epoch", ylabel="learning rate", title="learning rate (end of epoch)")
         axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[2].grid(alpha=0.3)
+    phases = table.get("phase") or []
+    for i in range(1, len(phases)):
+        if phases[i] != phases[i - 1]:
+            for ax in axes:
+                ax.axvline(epochs[i] - 0.5, color="gray", linestyle=":")
+            axes[-1].annotate(f"phase {phases[i]}", (epochs[i] - 0.5, 1.0), xycoords=("data", "axes fraction"),
+                             xytext=(3, -12), textcoords="offset points", color="gray", fontsize=8)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

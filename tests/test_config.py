@@ -95,3 +95,58 @@ def test_config_json_round_trip(tmp_path):
     (tmp_path / "config.json").write_text(config_lib.to_json(c))
     back = config_lib.from_json_file(str(tmp_path / "config.json"))
     assert back.to_dict() == c.to_dict()
+
+
+def phased(*phases, epochs=None):
+    c = config_lib.get_config()
+    c.phases = phases
+    c.epochs = epochs if epochs is not None else sum(p.get("epochs", 0) for p in phases)
+    return c
+
+
+def test_phases_are_the_config_with_their_keys_replaced():
+    c = phased({"epochs": 2, "optimization.freeze": "base"},
+               {"epochs": 1, "learning_rate": 1e-5, "optimization.freeze": ["conv*"], "optimizer": "sgd"})
+    c.weight_decay = 1e-4
+    config_lib.validate(c)
+    first, second = config_lib.phase_configs(c)
+    assert (first.epochs, first.optimization.freeze, first.learning_rate, first.optimizer) == (2, ("base",), 1e-3, "adam")
+    assert (second.epochs, second.optimization.freeze, second.learning_rate, second.optimizer) == (1, ("conv*",), 1e-5, "sgd")
+    assert first.weight_decay == second.weight_decay == 1e-4 and first.phases == second.phases == ()
+    assert c.optimization.freeze == () and c.learning_rate == 1e-3  # the run's config untouched
+
+
+@pytest.mark.parametrize("phases,epochs,message", [
+    (({"epochs": 2}, {"epochs": 1}), 30, r"config.epochs=30 but the phases last 2 \+ 1 = 3 epochs; set --config.epochs=3"),
+    (({"epochs": 2}, {"learning_rate": 1e-5}), 2, r"config.phases\[1\] has no 'epochs'"),
+    (({"epochs": 2, "learning_rat": 1e-5},), 2, r"config.phases\[0\] has unknown key 'learning_rat' \(did you mean "
+                                                r"'learning_rate'\?\); a phase may set epochs, optimizer"),
+    (({"epochs": 2, "model": "mlp"},), 2, r"config.phases\[0\] has unknown key 'model'"),
+    (({"epochs": 2}, {"epochs": 1, "optimizer": "adamax"}), 3, r"config.phases\[1\]: config.optimizer='adamax' is not"),
+    (({"epochs": 0}, {"epochs": 1}), 1, r"config.phases\[0\]: config.epochs must be a positive integer"),
+    (({"epochs": 1, "learning_rate": "fast"},), 1, r"config.phases\[0\].learning_rate='fast' must be a float"),
+    (([1, 2],), 1, r"config.phases\[0\] must be a dict"),
+])
+def test_bad_phases_are_user_errors(phases, epochs, message):
+    with pytest.raises(UserError, match=message):
+        config_lib.validate(phased(*phases, epochs=epochs))
+
+
+def test_phases_round_trip_through_config_json_and_the_command_line(tmp_path):
+    from jaxcnn.train import workdir
+    text = "({'epochs': 2, 'optimization.freeze': ('conv*',)}, {'epochs': 1, 'learning_rate': 1e-4})"
+    c = config_lib.apply_overrides(config_lib.get_config(), {"phases": text, "epochs": "3"})
+    assert c.phases[0] == {"epochs": 2, "optimization.freeze": ("conv*",)}
+    (tmp_path / "config.json").write_text(config_lib.to_json(c))
+    back = config_lib.from_json_file(str(tmp_path / "config.json"))
+    workdir.check_resume(back, c)  # the same run: it resumes
+    assert [p.to_dict() for p in config_lib.phase_configs(back)] == [p.to_dict() for p in config_lib.phase_configs(c)]
+
+
+def test_a_phase_pattern_that_names_nothing_fails_before_anything_is_written(tmp_path):
+    from jaxcnn.train import fit
+    c = phased({"epochs": 1}, {"epochs": 1, "optimization.freeze": ("conv9",)})
+    c.verbose, c.callbacks.tensorboard.enabled = 0, False
+    with pytest.raises(UserError, match="optimization.freeze pattern 'conv9' matches no parameter"):
+        fit(c, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

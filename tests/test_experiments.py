@@ -17,6 +17,7 @@ from jaxcnn import config as config_lib
 from jaxcnn import models, optim
 from jaxcnn.data import sources
 from jaxcnn.heads import Head
+from jaxcnn.train import steps
 
 from conftest import REPO
 
@@ -60,9 +61,11 @@ def test_experiment_builds_its_model(path):
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
     logits = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
     assert logits.shape == (2, head.units)
-    tx, lr = optim.create(config, steps_per_epoch=100, params=variables["params"])
-    jax.eval_shape(tx.init, variables["params"])
-    assert float(lr(0)) > 0
+    for phase in config_lib.phase_configs(config):  # each phase's patterns resolve on the model
+        tx, lr = optim.create(phase, steps_per_epoch=100, params=variables["params"])
+        jax.eval_shape(tx.init, variables["params"])
+        assert float(lr(0)) > 0
+        steps.StepOptions.for_config(phase, variables)
 
 
 def test_xor_is_the_truth_table():

@@ -53,6 +53,8 @@ def test_training_curves_from_metrics_records_or_a_keras_history(tmp_path):
     assert_differ(a, png_pixels(plots.training_curves(history(1), str(tmp_path / "b.png"))))
     without_validation = [{k: v for k, v in r.items() if not k.startswith("val")} for r in records]
     assert_differ(a, png_pixels(plots.training_curves(without_validation, str(tmp_path / "c.png"))))
+    in_phases = [{**r, "phase": 1 if r["epoch"] <= 2 else 2} for r in records]  # a run in two phases
+    assert_differ(a, png_pixels(plots.training_curves(in_phases, str(tmp_path / "phases.png"))))
     with pytest.raises(UserError, match="history is empty"):
         plots.training_curves([], str(tmp_path / "empty.png"))
     assert not (tmp_path / "empty.png").exists()

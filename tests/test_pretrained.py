@@ -21,6 +21,7 @@ import torch.nn as tnn
 import torch.nn.functional as F
 
 from jaxcnn import cli, config as config_lib, data as data_lib, models, optim, pretrained
+from jaxcnn.errors import UserError
 from jaxcnn.pretrained import transfer
 from jaxcnn.train import steps
 from jaxcnn.train import state as state_lib
@@ -274,7 +275,7 @@ def test_frozen_base_gets_no_update_and_its_batch_norm_runs_in_inference_mode():
     from jaxcnn.heads import Head
     head = Head.create("softmax", 3)
     options = steps.StepOptions(frozen_stats=optim.frozen_mask(("base",), shapes["batch_stats"]),
-                                frozen_patterns=("base",))
+                                batch_norm_inference=("base",))
     new, metrics = jax.jit(functools.partial(steps.train_step, head=head, options=options))(
         state, batch, jax.random.key(1))
     for path, before in jax.tree_util.tree_flatten_with_path(state.params)[0]:
@@ -333,3 +334,56 @@ def test_resnet50_transfer_experiment_starts_from_converted_keras_notop_weights(
         assert kept == ["head"] and params["head"] is shapes["params"]["head"]
         np.testing.assert_array_equal(params["conv1_conv"]["kernel"], converted["params"]["conv1_conv"]["kernel"])
         np.testing.assert_array_equal(stats["conv5_block3_3_bn"]["var"], converted["batch_stats"]["conv5_block3_3_bn"]["var"])
+
+
+def tiny_dataset(n=16, classes=4):
+    images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    split = data_lib.Split(images, np.arange(n) % classes)
+    return data_lib.Dataset("tiny", split, split, split, [str(i) for i in range(classes)], 255.0)
+
+
+def test_each_phase_trains_only_its_layers_and_runs_its_batch_norm_layers_as_told():
+    """Three phases, each with other frozen layers, SGD with weight decay (so a frozen parameter
+    that got any update would move): one train step in each. Oracles written out by hand: the
+    layers each phase trains, and the loss of inference mode (eval_step) for a step whose
+    BatchNorm layers all use their moving statistics."""
+    phases = ({"epochs": 1, "optimization.freeze": "base"},
+              {"epochs": 1, "optimization.freeze": ("conv1", "bn1", "stage1_*"),
+               "optimization.batch_norm_inference": ("base",)},  # Keras' fine-tuning: base(x, training=False)
+              {"epochs": 1, "optimization.freeze": ("stage3_block1_conv2", "stage1_block1_bn1")})
+    config = small_config(**{"optimizer": "sgd", "learning_rate": 0.1, "weight_decay": 0.1, "epochs": 3,
+                             "phases": phases, "batch_size": 8, "verbose": 0})
+    from jaxcnn.train import Trainer
+    trainer = Trainer(config, dataset=tiny_dataset())
+    rng = np.random.default_rng(1)  # statistics far from the batch's, so batch mode would differ
+    trainer.state = trainer.state.replace(batch_stats=jax.device_put(jax.tree.map(
+        lambda s: np.asarray(rng.uniform(0.5, 2.0, s.shape), s.dtype), trainer.state.batch_stats), trainer.replicated))
+    layers = set(trainer.state.params)
+    batch_norms = set(trainer.state.batch_stats)
+    stage1 = {name for name in layers if name.startswith("stage1_")}
+    trained = [{"head"}, layers - {"conv1", "bn1"} - stage1, layers - {"stage3_block1_conv2", "stage1_block1_bn1"}]
+    stats_kept = [batch_norms, batch_norms, {"stage1_block1_bn1"}]  # phase 3: the frozen one only
+    batch = next(iter(trainer.train_data.batches(trainer.shuffle_rng, 0)))
+    for phase, expected, kept in zip(trainer.phases, trained, stats_kept):
+        trainer._enter_phase(phase)
+        before = jax.device_get(trainer.state)
+        eval_loss = steps.to_host(trainer._eval_step(trainer.state, batch))["loss"]
+        trainer.state, metrics = trainer._train_step(trainer.state, batch, trainer.dropout_rng)
+        after = jax.device_get(trainer.state)
+        moved = {name for name in layers if any(not np.array_equal(a, b) for a, b in zip(
+            jax.tree.leaves(after.params[name]), jax.tree.leaves(before.params[name])))}
+        assert moved == expected, phase.index
+        same = {name for name in batch_norms if all(np.array_equal(a, b) for a, b in zip(
+            jax.tree.leaves(after.batch_stats[name]), jax.tree.leaves(before.batch_stats[name])))}
+        assert same == kept, phase.index
+        train_loss = steps.to_host(metrics)["loss"]
+        assert np.isclose(train_loss, eval_loss, rtol=1e-5) == (kept == batch_norms), (phase.index, train_loss, eval_loss)
+    assert {"stage2_block1_bn1", "stage3_block1_bn2"} <= trained[1]  # BatchNorm scale and bias trained in inference mode
+
+
+def test_batch_norm_inference_patterns_must_name_a_batch_norm_layer():
+    from jaxcnn.train import Trainer
+    config = small_config(**{"optimization.batch_norm_inference": ("stage1_block1_conv1",), "verbose": 0})
+    with pytest.raises(UserError, match="batch_norm_inference pattern 'stage1_block1_conv1' names no BatchNorm layer; "
+                                        "the model's BatchNorm layers are: bn1, stage1_block1_bn1"):
+        Trainer(config, dataset=tiny_dataset())

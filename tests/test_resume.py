@@ -18,12 +18,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxcnn import config as config_lib
+from jaxcnn import config as config_lib, inference
 from jaxcnn.errors import UserError
-from jaxcnn.train import fit
+from jaxcnn.train import Callback, Trainer, checkpoint, fit
 from conftest import REPO
 
 # The run under test, the child program that kills itself at a chosen hook, and the record
@@ -175,3 +176,73 @@ def test_reading_checkpoints_for_evaluation(tmp_path, two_epochs):
         checkpoint.restore(str(two_epochs[0]), trainer.state, which="best")
     with pytest.raises(UserError, match="no step 7 in"):
         checkpoint.restore(str(two_epochs[0]), trainer.state, step=7)
+
+
+# --- a run in phases ----------------------------------------------------------------------
+
+def phased_config():
+    """Two phases of one run: the conv layers frozen, Adam 1e-3 (1 epoch); then every layer
+    trained with Adam on a cosine schedule from 1e-2 to 1e-3 (1 epoch). Dropout, accumulation, EMA
+    and ReduceLROnPlateau (which halves the rate at every epoch end) as in the run above, and
+    ModelCheckpoint."""
+    c = short_config(2)
+    c.model_kwargs.dropout_rate = 0.25
+    c.checkpoint_every_steps = 40
+    c.optimization.ema_momentum = 0.9
+    c.optimization.gradient_accumulation_steps = 2
+    c.callbacks.reduce_lr_on_plateau.update(enabled=True, patience=0, factor=0.5, min_delta=1.0)
+    c.callbacks.model_checkpoint.update(enabled=True, max_to_keep=2)  # each epoch's, best first
+    c.phases = ({"epochs": 1, "optimization.freeze": ("conv*",)},
+                {"epochs": 1, "learning_rate": 1e-2, "schedule": "cosine", "lr_end_factor": 0.1})
+    return c
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(Callback):
+    """Ends the run before step `step` (as a kill would, once the checkpoints it saved are written)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_begin(self, step, logs=None):
+        if step == self.step:
+            raise Interrupt
+
+
+class LearningRates(Callback):
+    def __init__(self):
+        self.rates = {}
+
+    def on_train_batch_begin(self, step, logs=None):
+        if step in (80, 81, 121):
+            self.rates[step] = self.trainer.learning_rate
+
+
+def test_a_run_interrupted_at_the_phase_boundary_and_in_phase_two_resumes_bitwise_equal(tmp_path):
+    straight, rates = tmp_path / "straight", LearningRates()
+    fit(phased_config(), str(straight), callbacks=[rates])
+    expected = record_without_best(straight)
+    workdir = tmp_path / "run"
+    # At the boundary: phase 1 done (its checkpoint 81 holds phase 1's optimizer state), phase 2
+    # not started; then inside phase 2 (checkpoint 120 holds phase 2's).
+    reader = Trainer(phased_config())
+    for step, last, phase in ((81, 81, 0), (130, 120, 1)):
+        with pytest.raises(Interrupt):
+            fit(phased_config(), str(workdir), callbacks=[InterruptAt(step)])
+        state, meta = checkpoint.restore(str(workdir), reader.state_template)  # the step's phase's structure
+        assert int(state.step) == last and meta["phase"] == phase
+    fit(phased_config(), str(workdir))
+    assert record_without_best(workdir) == expected
+    assert [m["phase"] for m in expected["metrics"]] == [1, 2]
+    # ReduceLROnPlateau halved phase 1's rate at its end; phase 2 starts at its own rate (the scale
+    # back at 1), its cosine over its 40 updates (81 steps / 2) restarted: 20 done at step 121.
+    assert rates.rates[80] == pytest.approx(1e-3) and rates.rates[81] == pytest.approx(1e-2)
+    assert rates.rates[121] == pytest.approx(1e-2 * (0.9 * 0.5 * (1 + np.cos(np.pi * 20 / 40)) + 0.1), rel=1e-5)
+    assert expected["metrics"][1]["lr"] == pytest.approx(1e-3)  # the cosine's end (logged before a halving)
+    assert inference.load_run(str(straight)).step == 162  # `jaxcnn evaluate`: phase 2's optimizer state
+    for step in (81, 162):  # ModelCheckpoint's, one of each phase
+        state, meta = checkpoint.restore(str(straight), reader.state_template, which="best", step=step)
+        assert int(state.step) == step and meta["phase"] == (step == 162)

@@ -197,6 +197,30 @@ def test_learning_rate_scheduler_sets_the_rate_each_epoch_as_keras():
         Trainer(make_config(epochs=1, schedule="cosine")).fit(callbacks=[callbacks.LearningRateScheduler(schedule)])
 
 
+def test_learning_rate_scheduler_in_phases_sees_each_phase_start_at_its_own_rate_as_keras():
+    """Keras' equivalent of phases: compile with a new optimizer, then fit(initial_epoch=...) with
+    the same callback."""
+    import keras
+    from jaxcnn import callbacks
+    from jaxcnn.errors import UserError
+    schedule = lambda epoch, lr: lr * 0.5
+    config = make_config(epochs=3, phases=({"epochs": 1}, {"epochs": 2, "learning_rate": 1e-2, "optimizer": "sgd"}))
+    history = Trainer(config).fit(callbacks=[callbacks.LearningRateScheduler(schedule)]).history
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    callback, expected = keras.callbacks.LearningRateScheduler(schedule), []
+    for lr, epochs in ((1e-3, [0]), (1e-2, [1, 2])):
+        model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+        callback.set_model(model)
+        for epoch in epochs:
+            callback.on_epoch_begin(epoch)
+            expected.append(float(np.asarray(model.optimizer.learning_rate)))
+    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-6)
+    assert history["phase"] == [1, 2, 2]
+    with pytest.raises(UserError, match="cannot be combined with schedule 'cosine'.*in every phase"):
+        config.phases = ({"epochs": 1}, {"epochs": 2, "schedule": "cosine"})
+        Trainer(config).fit(callbacks=[callbacks.LearningRateScheduler(schedule)])
+
+
 def test_terminate_on_nan_stops_at_the_first_nan_batch_without_an_error():
     import keras
     config = make_config(epochs=3, optimizer="sgd", learning_rate=1e30)

@@ -74,7 +74,9 @@ def command(name: str, config: dict) -> str:
     sys.path.insert(0, REPO)
     from jaxcnn import config as config_lib
     default = json.loads(config_lib.to_json(config_lib.load(path)))
-    ran, ref = _flat(config), _flat(default)
+    # A key added to the schema after the run had its schema default in that run.
+    schema = json.loads(config_lib.to_json(config_lib.get_config()))
+    ran, ref = {**_flat(schema), **_flat(config)}, _flat(default)
     overrides = []
     for key in sorted(ran):
         if key in IGNORED_KEYS or ran[key] == ref.get(key) or (key == "data_dir" and ran["dataset"] in BUILT_IN):
@@ -83,7 +85,7 @@ def command(name: str, config: dict) -> str:
         if key == "data_dir":  # where this machine prepared its datasets: the reader's own place
             overrides.append("--config.data_dir=DATA_DIR")
             continue
-        text = "(" + ", ".join(map(repr, value)) + ("," if len(value) == 1 else "") + ")" \
+        text = "'(" + ", ".join(map(repr, value)) + ("," if len(value) == 1 else "") + ")'" \
             if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else str(value)
         overrides.append(f"--config.{key}={text}")
     return " ".join([base, *overrides, f"--workdir runs/{name}"])

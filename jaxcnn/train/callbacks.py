@@ -546,7 +546,8 @@ class ReduceLROnPlateau(MonitorCallback):
     by more than `min_delta`, multiplies the learning rate by `factor` (not below `min_lr`),
     then waits `cooldown` epochs. The learning rate is the schedule's times a scale held
     in the optimizer state, so the reduction rides on top of any schedule and checkpoints
-    carry it."""
+    carry it. A new phase (config.phases) starts at its own rate (a fresh optimizer state,
+    the scale at 1); this callback's best value, patience and cooldown counters carry on."""
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
                  mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
@@ -594,16 +595,19 @@ class ReduceLROnPlateau(MonitorCallback):
 class LearningRateScheduler(Callback):
     """Keras' LearningRateScheduler: at each epoch's start, the learning rate becomes
     `schedule(epoch, lr)` (or `schedule(epoch)`). Use it with the constant schedule (the
-    config's `schedule`), as Keras refuses to set the rate of a scheduled optimizer."""
+    config's `schedule`, in every phase), as Keras refuses to set the rate of a scheduled
+    optimizer. At a phase's first epoch `lr` is the phase's own `learning_rate`."""
 
     def __init__(self, schedule: Callable, verbose: int = 0):
         self.schedule, self.verbose = schedule, verbose
         self._applied_epoch = None
 
     def on_train_begin(self, logs=None):
-        if self.trainer.config.schedule != "constant":
-            raise UserError(f"LearningRateScheduler sets the learning rate itself; it cannot be combined with "
-                            f"schedule '{self.trainer.config.schedule}': use --config.schedule=constant")
+        phases = getattr(self.trainer, "phases", None)
+        for config in [p.config for p in phases] if phases else [self.trainer.config]:
+            if config.schedule != "constant":
+                raise UserError(f"LearningRateScheduler sets the learning rate itself; it cannot be combined with "
+                                f"schedule '{config.schedule}': use --config.schedule=constant (in every phase)")
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self._applied_epoch:  # resumed inside this epoch: its rate is already set
@@ -635,7 +639,7 @@ class ModelCheckpoint(MonitorCallback):
     by `monitor` (its metric for the step). The run's latest checkpoints, for resuming, are
     kept apart in `workdir/checkpoints`, so best-k retention never evicts them.
 
-    `jaxcnn.train.checkpoint.restore(workdir, state, which='best')` reads the best one.
+    `jaxcnn.train.checkpoint.restore(workdir, trainer.state_template, which='best')` reads the best one.
     """
 
     def __init__(self, directory: str | None = None, monitor: str = "val_loss", verbose: int = 0,
@@ -713,7 +717,9 @@ class ModelCheckpoint(MonitorCallback):
         step = int(state.step)
         value = (logs or {}).get(self.monitor)
         meta = {"epoch": epoch + 1 if batch is None else epoch, "step": step, "monitor": self.monitor,
-                "value": value, "logs": {k: float(v) for k, v in (logs or {}).items()}}
+                "value": value, "logs": {k: float(v) for k, v in (logs or {}).items()},
+                # The phase whose optimizer state the step holds (checkpoint.phase reads it back).
+                "phase": getattr(getattr(self.trainer, "phase", None), "index", 0)}
         if step in self._checkpointer.all_steps():
             return  # saved already (a resumed run redoing the step it was killed at)
         # A step without the monitored value (Keras saves it anyway) ranks worst, not unranked: Orbax

@@ -16,7 +16,7 @@ restore without an error (a chunk overwritten in place reads back as other numbe
 each array item's fingerprint is stored in `meta` and checked after restoring: a step
 that fails either way is reported, moved aside and the previous one used.
 
-    state, meta = checkpoint.restore(workdir, trainer.state, which="best")
+    state, meta = checkpoint.restore(workdir, trainer.state_template, which="best")
 """
 
 from __future__ import annotations
@@ -235,19 +235,30 @@ class Checkpointer:
         return {name for name in os.listdir(path) if name != "meta" and os.path.isdir(os.path.join(path, name))}
 
     def restore(self, state_like, step: int | None = None):
-        """Restores a TrainState into the structure and shardings of `state_like`: `step`, or
-        the step to use first (newest, or best) that is intact. Returns (state, meta)."""
+        """Restores a TrainState into the structure and shardings of `state_like` (or of
+        `state_like(meta)`, e.g. `Trainer.state_template`): `step`, or the step to use first
+        (newest, or best) that is intact. Returns (state, meta)."""
         steps = self.ranked_steps() if step is None else [step]
-        _, restored = self.restore_first_intact(steps, {"state": state_like}, move_aside=False)
+        templates = (lambda meta: {"state": state_like(meta)}) if callable(state_like) else {"state": state_like}
+        _, restored = self.restore_first_intact(steps, templates, move_aside=False)
         return restored["state"], restored["meta"]
 
-    def restore_items(self, step: int, templates: dict) -> dict:
+    def restore_items(self, step: int, templates: dict | Callable[[dict], dict]) -> dict:
         """Restores `step` into the structures, shapes and shardings of `templates`
         ({item: pytree}; items the step lacks are skipped), and checks the fingerprints.
-        Returns {item: pytree, 'meta': dict}; raises CorruptCheckpoint."""
+        `templates` may be a function of the step's meta (e.g. a run's phase decides the
+        structure of its optimizer state). Returns {item: pytree, 'meta': dict}; raises
+        CorruptCheckpoint."""
         present = self.items(step)
-        wanted = {name: t for name, t in templates.items() if name in present and t is not None}
+        if callable(templates):  # it may raise CorruptCheckpoint for a meta it cannot use
+            try:  # the meta item alone (a Composite restore of it would warn about every other item)
+                with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+                    meta = reader.restore(os.path.join(self.directory, str(step), "meta"))
+            except Exception as e:
+                raise CorruptCheckpoint(_first_line(e)) from e
+            templates = templates(meta or {})
         try:
+            wanted = {name: t for name, t in templates.items() if name in present and t is not None}
             args = {name: ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, t))
                     for name, t in wanted.items()}
             restored = dict(self._manager.restore(step, args=ocp.args.Composite(
@@ -263,7 +274,8 @@ class Checkpointer:
                 raise CorruptCheckpoint(f"the '{name}' arrays do not match their fingerprint")
         return restored
 
-    def restore_first_intact(self, steps: list[int], templates: dict, move_aside: bool = True) -> tuple[int, dict]:
+    def restore_first_intact(self, steps: list[int], templates: dict | Callable[[dict], dict],
+                             move_aside: bool = True) -> tuple[int, dict]:
         """Restores the first intact step of `steps`. The corrupt ones before it are
         reported and, with `move_aside`, moved to workdir/corrupt_checkpoints/ (so that the
         redone steps can be saved again). When no step is intact nothing is moved (the
@@ -282,7 +294,7 @@ class Checkpointer:
             return step, restored
         raise CorruptCheckpoint("; ".join(f"step {step}: {error}" for step, error in failures) or "no steps")
 
-    def restore_latest(self, templates: dict) -> tuple[int, dict]:
+    def restore_latest(self, templates: dict | Callable[[dict], dict]) -> tuple[int, dict]:
         """The latest intact step (see `restore_first_intact`)."""
         return self.restore_first_intact(sorted(self.all_steps(), reverse=True), templates)
 
@@ -333,6 +345,15 @@ def best_checkpointer(directory: str, monitor: str, mode: str, max_to_keep: int)
                         best_mode=mode, metadata={"monitor": monitor, "mode": mode})
 
 
+def phase(meta: dict, phases: int) -> int:
+    """The phase (0-based) of a run of `phases` phases whose optimizer state the step of `meta`
+    holds (0 for a run without phases)."""
+    index = meta.get("phase", 0)
+    if index not in range(phases):
+        raise CorruptCheckpoint(f"its meta names phase {index!r} of a run of {phases} phases")
+    return index
+
+
 # --- reading a workdir's checkpoints ------------------------------------------------------
 
 def directory(workdir: str, which: str = "latest") -> str:
@@ -360,8 +381,10 @@ def open_checkpoints(workdir: str, which: str = "latest") -> Checkpointer:
 
 def restore(workdir: str, state_like, which: str = "latest", step: int | None = None):
     """Restores a TrainState saved in `workdir` into the structure and shardings of
-    `state_like`: the latest or best step (or `step`). Returns (state, meta); a corrupt
-    step is reported and the next one used (the previous, or the next best)."""
+    `state_like`, or of `state_like(meta)` (a run in phases: `trainer.state_template`, as the
+    optimizer state's structure is the step's phase's): the latest or best step (or `step`).
+    Returns (state, meta); a corrupt step is reported and the next one used (the previous,
+    or the next best)."""
     checkpointer = open_checkpoints(workdir, which)
     try:
         if step is not None and step not in checkpointer.all_steps():

@@ -8,11 +8,19 @@ from its latest checkpoint ends bitwise equal to an uninterrupted one (on CPU).
 
 Checkpoints are saved at each epoch end, every `checkpoint_every_steps` steps, and when
 the process receives SIGTERM (then it exits with `config.preempted_exit_code`, 0 by default).
+
+A run with `config.phases` (e.g. the head only, then fine-tuning) changes phase at the start of
+a phase's first epoch, as Keras' `compile()` then `fit(initial_epoch=...)` do: a fresh optimizer
+(new state, the learning-rate scale back to 1, the schedule restarted) and the phase's train
+step (its frozen parameters and BatchNorm layers in inference mode), while the params, BatchNorm
+statistics, EMA, step count, history and callback states carry on. A checkpoint records its
+phase, so the optimizer state is restored into that phase's structure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -20,11 +28,13 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from jaxcnn import config as config_lib
 from jaxcnn import data as data_lib
@@ -88,6 +98,18 @@ class _PreemptionGuard:
         return False
 
 
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of a run (one phase when the config has no `phases`)."""
+    index: int
+    config: ml_collections.ConfigDict  # the run's config with the phase's keys replaced
+    start_epoch: int
+    tx: optax.GradientTransformation
+    lr_fn: Callable  # train step -> the scheduled learning rate (restarting at the phase's first step)
+    options: steps.StepOptions
+    train_step: Callable  # jitted (state, batch, rng) -> (state, metrics)
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
@@ -125,35 +147,88 @@ class Trainer:
         except (TypeError, ValueError) as e:
             raise UserError(f"model '{config.model}' cannot take {self.dataset.image_shape} inputs of "
                             f"'{config.dataset}': {str(e).splitlines()[0]}") from e
-        self.tx, self.lr_fn = optim.create(config, self.steps_per_epoch, shapes["params"])
-        opt = config.optimization
-        self.options = steps.StepOptions(
-            label_smoothing=config.regularization.label_smoothing,
-            penalty=optim.penalty(config, shapes["params"]),
-            ema_momentum=opt.ema_momentum, accumulation_steps=opt.gradient_accumulation_steps,
-            frozen_stats=(optim.frozen_mask(opt.freeze, shapes["batch_stats"])
-                          if opt.freeze and shapes.get("batch_stats") else None),
-            frozen_patterns=tuple(opt.freeze))
+        # Every phase is built now (its patterns checked), so a bad one fails before anything is written.
+        self.phases: list[Phase] = []
+        for phase_config in config_lib.phase_configs(config):
+            start = self.phases[-1].start_epoch + self.phases[-1].config.epochs if self.phases else 0
+            self.phases.append(self._build_phase(len(self.phases), phase_config, start, shapes))
+        self.phase = self.phases[0]
         self.state = state_lib.create(self.model, self.tx, self.dataset.image_shape, init_rng,
-                                      sharding=self.replicated, ema=opt.ema_momentum > 0)
+                                      sharding=self.replicated, ema=config.optimization.ema_momentum > 0)
         if config.init_from:  # a resumed run restores its own checkpoint over this in fit()
             from jaxcnn.pretrained import transfer
             self.state, kept = transfer.init_state(self.state, config.init_from)
             if config.verbose != 0 and jax.process_index() == 0:
                 print(f"Initialized from {config.init_from}"
                       + (f" (new {', '.join(kept)}: the classes differ)" if kept else ""), flush=True)
-        batch = pipeline.batch_sharded(self.mesh)
-        repl = self.replicated
-        self._train_step = jax.jit(functools.partial(steps.train_step, head=self.head, options=self.options),
-                                   donate_argnums=0, in_shardings=(repl, batch, repl), out_shardings=(repl, repl))
+        # The loss terms an evaluation adds (label smoothing, penalties) are the same in every phase.
         self._eval_step = jax.jit(functools.partial(steps.eval_step, head=self.head, options=self.options),
-                                  in_shardings=(repl, batch), out_shardings=repl)
+                                  in_shardings=(self.replicated, pipeline.batch_sharded(self.mesh)),
+                                  out_shardings=self.replicated)
         self.stop_training = False
         self.initial_epoch = 0
         self.epoch_start_batch = 0  # batches of `initial_epoch` done before a mid-epoch resume
         self.history: dict[str, list[float]] = {}
         self.workdir = None
         self.diverged: UserError | None = None  # set when a callback (TerminateOnNaN) stopped a diverged run
+
+    # --- phases ------------------------------------------------------------------------
+
+    def _build_phase(self, index: int, config: ml_collections.ConfigDict, start_epoch: int, shapes: dict) -> Phase:
+        tx, lr_fn = optim.create(config, self.steps_per_epoch, shapes["params"])
+        start_step = start_epoch * self.steps_per_epoch
+        options = steps.StepOptions.for_config(config, shapes)
+        repl, batch = self.replicated, pipeline.batch_sharded(self.mesh)
+        train_step = jax.jit(functools.partial(steps.train_step, head=self.head, options=options),
+                             donate_argnums=0, in_shardings=(repl, batch, repl), out_shardings=(repl, repl))
+        return Phase(index, config, start_epoch, tx, lambda step: lr_fn(step - start_step), options, train_step)
+
+    @property
+    def tx(self) -> optax.GradientTransformation:
+        return self.phase.tx
+
+    @property
+    def lr_fn(self) -> Callable:
+        return self.phase.lr_fn
+
+    @property
+    def options(self) -> steps.StepOptions:
+        return self.phase.options
+
+    @property
+    def _train_step(self) -> Callable:
+        return self.phase.train_step
+
+    def phase_at(self, epoch: int) -> Phase:
+        """The phase that trains the 0-based `epoch`."""
+        return [p for p in self.phases if p.start_epoch <= epoch][-1]
+
+    def _phase_state(self, phase: Phase):
+        """The train state with `phase`'s optimizer and a fresh optimizer state of it."""
+        if phase is self.phase:
+            return self.state
+        opt_state = jax.jit(phase.tx.init, out_shardings=self.replicated)(self.state.params)
+        return self.state.replace(tx=phase.tx, opt_state=opt_state)
+
+    def state_template(self, meta: dict):
+        """A train state to restore the checkpoint step of `meta` into: its optimizer state has
+        the structure of the step's phase (`checkpoint.restore(workdir, trainer.state_template)`)."""
+        return self._phase_state(self.phases[checkpoint_lib.phase(meta, len(self.phases))])
+
+    def _enter_phase(self, phase: Phase) -> None:
+        """Starts `phase`: a fresh optimizer (Keras' compile() before fit(initial_epoch=...));
+        everything else carries on."""
+        self.state, self.phase = self._phase_state(phase), phase
+        if self.config.verbose == 0 or jax.process_index() != 0 or len(self.phases) == 1:
+            return
+        c, params = phase.config, self.state.params
+        end = phase.start_epoch + c.epochs
+        epochs = f"epoch {end}" if c.epochs == 1 else f"epochs {phase.start_epoch + 1}-{end}"
+        bn = ", ".join(phase.options.batch_norm_inference)
+        print(f"Phase {phase.index + 1}/{len(self.phases)}, {epochs}: "
+              f"{optim.count_trainable(c.optimization.freeze, params):,} of {state_lib.count_params(params):,} "
+              f"parameters trainable, {c.optimizer} at {c.learning_rate:g} ({c.schedule} schedule)"
+              + (f", BatchNorm in inference mode: {bn}" if bn and self.state.batch_stats else ""), flush=True)
 
     # --- the learning rate, for callbacks -----------------------------------------------
 
@@ -229,6 +304,8 @@ class Trainer:
             with _PreemptionGuard(enabled=checkpointer is not None) as guard:
                 epoch, start = self.initial_epoch, self.epoch_start_batch
                 while epoch < config.epochs and not self.stop_training:
+                    if epoch == self.phase_at(epoch).start_epoch and start == 0:
+                        self._enter_phase(self.phase_at(epoch))
                     self._train_epoch(epoch, start, running, elapsed, cbs, checkpointer, guard)
                     epoch, start, running, elapsed = epoch + 1, 0, self._empty_metrics(), 0.0
                     if guard.requested(int(self.state.step)):  # the epoch's checkpoint is saved already
@@ -242,15 +319,17 @@ class Trainer:
     def _restore(self, checkpointer: checkpoint_lib.Checkpointer, cbs: callbacks_lib.CallbackList) -> dict:
         """Restores the latest intact checkpoint into the trainer; returns its meta plus
         `running` (the epoch's running metrics) and `callback_arrays`."""
-        templates = {"state": self.state, "running_metrics": self._empty_metrics()}
-        templates.update({f"callback_{key}": t for key, t in cbs.array_templates().items()})
+        def templates(meta: dict) -> dict:
+            out = {"state": self.state_template(meta), "running_metrics": self._empty_metrics()}
+            out.update({f"callback_{key}": t for key, t in cbs.array_templates().items()})
+            return out
         try:
             step, restored = checkpointer.restore_latest(templates)
         except checkpoint_lib.CorruptCheckpoint as e:
             raise UserError(f"no checkpoint in {checkpointer.directory} can be restored ({e}); "
                             "move the folder away to restart the run from scratch") from e
         meta = restored["meta"]
-        self.state = restored["state"]
+        self.state, self.phase = restored["state"], self.phases[meta.get("phase", 0)]
         self.initial_epoch, self.epoch_start_batch = meta["epoch"], meta.get("batch", 0)
         self.history = meta["history"]
         self.stop_training = meta.get("stopped", False)
@@ -275,9 +354,9 @@ class Trainer:
             return
         items = {"state": self.state, "running_metrics": running}
         items.update({f"callback_{key}": tree for key, tree in cbs.array_states().items()})
-        checkpointer.save(step, items, {"epoch": epoch, "batch": batch, "history": self.history,
-                                        "callbacks": cbs.state_dicts(), "stopped": self.stop_training,
-                                        "epoch_seconds": seconds})
+        checkpointer.save(step, items, {"epoch": epoch, "batch": batch, "phase": self.phase.index,
+                                        "history": self.history, "callbacks": cbs.state_dicts(),
+                                        "stopped": self.stop_training, "epoch_seconds": seconds})
 
     def _preempted(self, checkpointer) -> None:
         checkpointer.close()
@@ -325,6 +404,8 @@ class Trainer:
         if self.val_data is not None:
             logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_data).items()})
         logs["learning_rate"] = self.learning_rate
+        if len(self.phases) > 1:
+            logs["phase"] = self.phase.index + 1
         logs["seconds"] = time.perf_counter() - began
         cbs.on_epoch_end(epoch, logs)
         for k, v in logs.items():
@@ -380,7 +461,7 @@ def _fit(config, workdir, callbacks, start: tuple[float, float], resuming: bool,
         trainer = Trainer(config)
         if config.verbose != 0 and primary:
             params = trainer.state.params
-            trainable = optim.count_trainable(config.optimization.freeze, params)
+            trainable = optim.count_trainable(trainer.phase.config.optimization.freeze, params)
             frozen = f", {trainable:,} trainable" if trainable != state_lib.count_params(params) else ""
             print(f"{'Resuming' if resuming else 'Training'} {config.model} "
                   f"({state_lib.count_params(params):,} parameters{frozen}) on {config.dataset}"

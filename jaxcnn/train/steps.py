@@ -33,11 +33,23 @@ class StepOptions:
     penalty: Optional[Callable[[Any], jax.Array]] = None
     ema_momentum: float = 0.0
     accumulation_steps: int = 1
-    # batch_stats leaves of frozen layers keep their values (a static mask, or None).
+    # batch_stats leaves that keep their values (a static mask, or None).
     frozen_stats: Any = dataclasses.field(default=None, hash=False, compare=False)
-    # Freeze patterns: BatchNorm layers they name normalize with their statistics in training
-    # too (Keras' frozen BatchNormalization runs in inference mode).
-    frozen_patterns: tuple = ()
+    # Layer patterns: BatchNorm layers they name normalize with their statistics in training too
+    # (Keras' frozen BatchNormalization runs in inference mode; optim.batch_norm_inference).
+    batch_norm_inference: tuple = ()
+
+    @classmethod
+    def for_config(cls, config, shapes: dict) -> "StepOptions":
+        """The options of a run's (or a phase's) config; `shapes` are the model's variables or their shapes."""
+        opt = config.optimization
+        inference = optim.batch_norm_inference(opt, shapes.get("batch_stats"))
+        return cls(label_smoothing=config.regularization.label_smoothing,
+                   penalty=optim.penalty(config, shapes["params"]),
+                   ema_momentum=opt.ema_momentum, accumulation_steps=opt.gradient_accumulation_steps,
+                   frozen_stats=(optim.frozen_mask(inference, shapes["batch_stats"])
+                                 if inference and shapes.get("batch_stats") else None),
+                   batch_norm_inference=inference)
 
 
 def _frozen_batch_norm(patterns):
@@ -81,7 +93,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, head: Head,
     has_batch_stats = bool(state.batch_stats)
 
     def loss_fn(params):
-        with (_frozen_batch_norm(options.frozen_patterns) if options.frozen_patterns and has_batch_stats
+        with (_frozen_batch_norm(options.batch_norm_inference) if options.batch_norm_inference and has_batch_stats
               else contextlib.nullcontext()):
             out = state.apply_fn(state.variables(params), batch["image"], train=True, rngs={"dropout": dropout_rng},
                                  mutable=["batch_stats"] if has_batch_stats else False)
