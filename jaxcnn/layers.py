@@ -93,6 +93,19 @@ def _pads(sizes, window, strides, padding: Padding) -> list[tuple[int, int]]:
     return [tuple(p) for p in padding]
 
 
+def _window_slices(x, window, strides, dilation=None):
+    """The strided slices of `x` (N...C, already padded), one per offset of the window
+    (row-major over the window), each the size of the output."""
+    dilation = dilation or (1,) * len(window)
+    span = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+    out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], span, strides)]
+    if min(out) < 1:
+        raise ValueError(f"window {tuple(window)} is larger than the input {x.shape[1:-1]}")
+    for offsets in itertools.product(*(range(0, k * d, d) for k, d in zip(window, dilation))):
+        limit = (x.shape[0], *(o + s * (m - 1) + 1 for o, s, m in zip(offsets, strides, out)), x.shape[-1])
+        yield jax.lax.slice(x, (0, *offsets, 0), limit, (1, *strides, 1))
+
+
 def _pool(x, window, strides, padding, pad_value, combine):
     """Combines the window's strided slices of the padded input (NHWC or N...C)."""
     spatial = x.ndim - 2
@@ -101,13 +114,8 @@ def _pool(x, window, strides, padding, pad_value, combine):
     pads = _pads(x.shape[1:-1], window, strides, padding)
     if any(p != (0, 0) for p in pads):
         x = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=pad_value)
-    out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], window, strides)]
-    if min(out) < 1:
-        raise ValueError(f"pooling window {window} is larger than the input {x.shape[1:-1]}")
     result = None
-    for offsets in itertools.product(*(range(k) for k in window)):
-        limit = (x.shape[0], *(o + s * (m - 1) + 1 for o, s, m in zip(offsets, strides, out)), x.shape[-1])
-        piece = jax.lax.slice(x, (0, *offsets, 0), limit, (1, *strides, 1))
+    for piece in _window_slices(x, window, strides):
         result = piece if result is None else combine(result, piece)
     return result, pads, window, strides
 
@@ -211,10 +219,29 @@ def materialize(x, runtime_one_from):
 def _conv(x, kernel, strides, padding, dilation, groups, dtype):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=dtype)
     x = materialize(x, kernel)
+    strides, dilation, padding = _pair(strides, "strides"), _pair(dilation, "dilation_rate"), conv_padding(padding)
+    span = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:2], dilation)]
+    if groups == 1 and any(n < k for n, k in zip(x.shape[1:3], span)):
+        return _conv_as_patches(x, kernel, strides, padding, dilation, span)
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=_pair(strides, "strides"), padding=conv_padding(padding),
-        rhs_dilation=_pair(dilation, "dilation_rate"), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=groups)
+        x, kernel, window_strides=strides, padding=padding, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def _conv_as_patches(x, kernel, strides, padding, dilation, span):
+    """The convolution as one matrix product: (every window's pixels, in the kernel's (H, W,
+    in) order) @ kernel.
+
+    Why: when the input is smaller than the window (VGG-16's last stage on 32x32 CIFAR
+    images: 2x2 maps, 3x3 kernels, 'same' padding), XLA CPU rewrites the convolution and its
+    gradients into forms that its fast convolution path does not take, ~300 ms each for
+    one 512-channel layer at batch 32 against a few ms as a product. Equal to the
+    convolution in value and derivatives (tests/test_layers.py)."""
+    if isinstance(padding, str):  # explicit pairs, as lax resolves 'SAME' (the odd cell after)
+        padding = [(0, 0)] * 2 if padding == "VALID" else same_padding(x.shape[1:3], span, strides)
+    x = jnp.pad(x, [(0, 0), *padding, (0, 0)])
+    patches = jnp.concatenate(list(_window_slices(x, kernel.shape[:2], strides, dilation)), axis=-1)
+    return jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
 
 
 he_normal = nn.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
@@ -257,10 +284,29 @@ class Conv2D(nn.Module):
 
 def _depthwise(x, depthwise_kernel, strides, padding, dilation, dtype):
     """Convolves each input channel with its own `multiplier` filters (output channel
-    c * multiplier + m, as TensorFlow orders them)."""
+    c * multiplier + m, as TensorFlow orders them).
+
+    Written as a sum over the window of shifted input slices times the per-channel weights,
+    not as a grouped `conv_general_dilated`: XLA CPU runs grouped convolutions with one
+    channel per group far from its fast path (MobileNetV2's 3x3 depthwise layer on
+    8x56x56x144: 162 ms forward, and the kernel gradient as a dense 144x144 convolution),
+    while the sum is a few elementwise fusions and its gradients reductions. Equal to the
+    grouped convolution in value and derivatives (tests/test_layers.py)."""
+    x, depthwise_kernel = nn.dtypes.promote_dtype(x, depthwise_kernel, dtype=dtype)
     kh, kw, channels, multiplier = depthwise_kernel.shape
-    kernel = depthwise_kernel.reshape(kh, kw, 1, channels * multiplier)
-    return _conv(x, kernel, strides, padding, dilation, channels, dtype)
+    strides, dilation, padding = _pair(strides, "strides"), _pair(dilation, "dilation_rate"), conv_padding(padding)
+    span = [(k - 1) * d + 1 for k, d in zip((kh, kw), dilation)]
+    if isinstance(padding, str):  # explicit pairs, as lax resolves 'SAME' (the odd cell after)
+        padding = [(0, 0)] * 2 if padding == "VALID" else same_padding(x.shape[1:3], span, strides)
+    if multiplier > 1:  # output channel c * multiplier + m reads input channel c
+        x = jnp.repeat(x, multiplier, axis=-1)
+    x = jnp.pad(x, [(0, 0), *padding, (0, 0)])
+    weights = depthwise_kernel.reshape(kh * kw, channels * multiplier)
+    out = None
+    for tap, piece in enumerate(_window_slices(x, (kh, kw), strides, dilation)):
+        term = piece * weights[tap]
+        out = term if out is None else out + term
+    return out
 
 
 class DepthwiseConv2D(nn.Module):

@@ -138,6 +138,53 @@ def test_depthwise_and_separable_convs_match_keras(strides, padding, multiplier)
     np.testing.assert_allclose(separable.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-5)
 
 
+# --- the fast forms of convolutions: the plain lax convolution is the oracle ------------
+
+def _lax_conv(x, kernel, strides, padding, dilation, groups=1):
+    return jax.lax.conv_general_dilated(x, kernel, strides, layers.conv_padding(padding), rhs_dilation=dilation,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def _same_values_and_gradients(ours, reference, x, kernel):
+    np.testing.assert_allclose(ours(x, kernel), reference(x, kernel), rtol=1e-5, atol=1e-5)
+    cotangent = jax.random.normal(jax.random.key(2), reference(x, kernel).shape)
+    grads = [jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * cotangent), (0, 1))(x, kernel) for f in (ours, reference)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
+    ((2, 2), (3, 3, 8, 5), (1, 1), "same", (1, 1)),              # VGG-16's last stage on 32x32 inputs
+    ((1, 1), (3, 3, 8, 5), (1, 1), "same", (1, 1)),
+    ((2, 3), (3, 3, 4, 4), (2, 2), "same", (1, 1)),
+    ((3, 3), (3, 3, 4, 4), (1, 1), ((2, 1), (0, 3)), (2, 2)),    # dilated window of 5 on 3 pixels
+    ((2, 5), (3, 1, 4, 4), (1, 1), "same", (1, 1)),
+])
+def test_convolution_of_an_input_smaller_than_its_window_is_the_lax_convolution(
+        size, kernel_shape, strides, padding, dilation):
+    x = jax.random.normal(jax.random.key(0), (3, *size, kernel_shape[2]))
+    kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+    _same_values_and_gradients(lambda x, k: layers._conv(x, k, strides, padding, dilation, 1, None),
+                               lambda x, k: _lax_conv(x, k, strides, padding, dilation), x, kernel)
+
+
+@pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
+    ((9, 9), (3, 3, 6, 1), (1, 1), "same", (1, 1)),
+    ((10, 9), (3, 3, 6, 1), (2, 2), "same", (1, 1)),             # MobileNet's strided blocks
+    ((9, 9), (5, 5, 3, 2), (2, 1), "valid", (1, 1)),             # depth multiplier 2
+    ((9, 9), (3, 3, 4, 3), (1, 1), ((2, 1), (0, 3)), (2, 2)),
+    ((2, 2), (3, 3, 4, 1), (1, 1), "same", (1, 1)),
+])
+def test_depthwise_convolution_is_the_grouped_lax_convolution(size, kernel_shape, strides, padding, dilation):
+    kh, kw, channels, multiplier = kernel_shape
+    x = jax.random.normal(jax.random.key(0), (3, *size, channels))
+    kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+    _same_values_and_gradients(
+        lambda x, k: layers._depthwise(x, k, strides, padding, dilation, None),
+        lambda x, k: _lax_conv(x, k.reshape(kh, kw, 1, channels * multiplier), strides, padding, dilation, channels),
+        x, kernel)
+
+
 def test_conv_rejects_unknown_padding_and_indivisible_groups():
     x = jnp.zeros((1, 8, 8, 3))
     with pytest.raises(ValueError, match="padding"):

@@ -61,4 +61,8 @@ def op_profile(run, steps: int, top: int) -> dict:
     ops = {name: round(ms, 3) for name, ms in totals.most_common(top)}
     if not ops:
         return ops
-    return {**ops, "total_of_all_ops": round(sum(totals.values()), 3)}
+    kinds = collections.Counter()  # fusions of one kind: ynn_fusion.12 -> ynn_fusion
+    for name, ms in totals.items():
+        kinds[name.rsplit(".", 1)[0] if name.rsplit(".", 1)[-1].isdigit() else name] += ms
+    return {"ops": ops, "by_kind": {k: round(ms, 3) for k, ms in kinds.most_common(top)},
+            "total_of_all_ops": round(sum(totals.values()), 3)}
