@@ -321,19 +321,19 @@ def test_resnet50_transfer_experiment_starts_from_converted_keras_notop_weights(
                      "--out", str(out)]) == 0
     converted = transfer.load_weights(str(out))
     experiment = os.path.join(os.path.dirname(__file__), "..", "experiments", "cifar10_resnet50_transfer.py")
-    for arg in (str(out), f"finetune={out}"):
-        config = config_lib.load(f"{experiment}:{arg}")
-        assert config.init_from == str(out)
-        model = models.create(config.model, num_classes=10, **config.model_kwargs.to_dict())
-        shapes = state_lib.abstract(model, (*config.preprocess.resize, 3))  # 224x224, by shapes only
+    run = config_lib.load(f"{experiment}:{out}")
+    assert run.init_from == str(out)
+    model = models.create(run.model, num_classes=10, **run.model_kwargs.to_dict())
+    shapes = state_lib.abstract(model, (*run.preprocess.resize, 3))  # 224x224, by shapes only
+    for phase, config in enumerate(config_lib.phase_configs(run)):  # head only, then stage 5 too
         labels = optim.freeze_labels(config.optimization.freeze, shapes["params"])
         assert labels["head"]["kernel"] == "trainable" and labels["conv1_conv"]["kernel"] == "frozen"
-        assert (labels["conv5_block3_3_conv"]["kernel"] == "frozen") == (arg == str(out))
-        params, kept = transfer.merge(shapes["params"], converted["params"], str(out))
-        stats, _ = transfer.merge(shapes["batch_stats"], converted["batch_stats"], str(out))
-        assert kept == ["head"] and params["head"] is shapes["params"]["head"]
-        np.testing.assert_array_equal(params["conv1_conv"]["kernel"], converted["params"]["conv1_conv"]["kernel"])
-        np.testing.assert_array_equal(stats["conv5_block3_3_bn"]["var"], converted["batch_stats"]["conv5_block3_3_bn"]["var"])
+        assert (labels["conv5_block3_3_conv"]["kernel"] == "frozen") == (phase == 0)
+    params, kept = transfer.merge(shapes["params"], converted["params"], str(out))
+    stats, _ = transfer.merge(shapes["batch_stats"], converted["batch_stats"], str(out))
+    assert kept == ["head"] and params["head"] is shapes["params"]["head"]
+    np.testing.assert_array_equal(params["conv1_conv"]["kernel"], converted["params"]["conv1_conv"]["kernel"])
+    np.testing.assert_array_equal(stats["conv5_block3_3_bn"]["var"], converted["batch_stats"]["conv5_block3_3_bn"]["var"])
 
 
 def tiny_dataset(n=16, classes=4):
