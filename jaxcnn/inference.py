@@ -76,10 +76,12 @@ class TrainedRun:
         """(name, kernel HWIO) of the first convolution the model applies, or None without one."""
         import flax.linen as nn
         import jax.numpy as jnp
+
+        from jaxcnn import layers
         called = []
 
         def record(next_fun, args, kwargs, context):
-            if isinstance(context.module, nn.Conv) and context.method_name == "__call__":
+            if isinstance(context.module, (nn.Conv, layers.Conv2D)) and context.method_name == "__call__":
                 called.append(context.module.scope.path)
             return next_fun(*args, **kwargs)
 
