@@ -221,11 +221,27 @@ def _conv(x, kernel, strides, padding, dilation, groups, dtype):
     x = materialize(x, kernel)
     strides, dilation, padding = _pair(strides, "strides"), _pair(dilation, "dilation_rate"), conv_padding(padding)
     span = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:2], dilation)]
+    if groups == 1 and span == [1, 1] and padding in ("SAME", "VALID", [(0, 0), (0, 0)]):
+        return _pointwise_conv(x, kernel, strides)
     if groups == 1 and any(n < k for n, k in zip(x.shape[1:3], span)):
         return _conv_as_patches(x, kernel, strides, padding, dilation, span)
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=padding, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def _pointwise_conv(x, kernel, strides):
+    """A 1x1 convolution (no padding: 'same' pads nothing for a 1x1 window) as the matrix
+    product of the (strided) pixels and the kernel.
+
+    Why: XLA CPU's convolution path is slower than its matrix product for these, most of all
+    for their gradients: every 1x1 convolution of ResNet-50 and MobileNetV2 at batch 8,
+    224x224, forward and both gradients, took 0.48-0.90x the CPU time as a product
+    (ResNet-50's train step: 4.7 -> 3.4 s of CPU). Equal to the convolution in value and
+    derivatives (tests/test_layers.py)."""
+    if strides != (1, 1):
+        x = x[:, ::strides[0], ::strides[1]]
+    return jnp.dot(x, kernel[0, 0])
 
 
 def _conv_as_patches(x, kernel, strides, padding, dilation, span):

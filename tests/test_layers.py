@@ -168,6 +168,20 @@ def test_convolution_of_an_input_smaller_than_its_window_is_the_lax_convolution(
                                lambda x, k: _lax_conv(x, k, strides, padding, dilation), x, kernel)
 
 
+@pytest.mark.parametrize("size,strides,padding", [
+    ((7, 7), (1, 1), "same"),           # ResNet's and MobileNet's 1x1 convolutions
+    ((7, 8), (2, 2), "valid"),          # ResNet-50's strided 1x1 (odd size: ceil(7 / 2) rows)
+    ((7, 7), (2, 1), "same"),
+    ((5, 6), (1, 1), 0),                # explicit zero padding
+])
+def test_pointwise_convolution_is_the_lax_convolution(size, strides, padding):
+    x = jax.random.normal(jax.random.key(0), (3, *size, 6))
+    kernel = jax.random.normal(jax.random.key(1), (1, 1, 6, 5))
+    ours = lambda x, k: layers._conv(x, k, strides, padding, (1, 1), 1, None)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(ours)(x, kernel))  # the product form ran
+    _same_values_and_gradients(ours, lambda x, k: _lax_conv(x, k, strides, padding, (1, 1)), x, kernel)
+
+
 @pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
     ((9, 9), (3, 3, 6, 1), (1, 1), "same", (1, 1)),
     ((10, 9), (3, 3, 6, 1), (2, 2), "same", (1, 1)),             # MobileNet's strided blocks
