@@ -18,7 +18,7 @@ Deeper variants: experiments/cifar10_resnet{32,44,56,110}.py.
 from jaxcnn.config import get_config as base_config
 
 TARGET = "91.25% +- 0.5 (He et al. 2016: 8.75% error)"
-NEEDS_GPU = "64k steps of batch 128; on this CPU one step takes about 0.5 s, 9 hours in all (tools/bench_peers.py: 248 img/s)"
+NEEDS_GPU = "64k steps of batch 128; on this CPU one step takes 0.5-0.6 s, 9-10 hours in all (tools/bench_peers.py: 213-248 img/s)"
 
 
 def get_config():

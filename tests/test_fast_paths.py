@@ -44,3 +44,14 @@ def test_conv2d_matches_the_plain_convolution_in_outputs_and_gradients():
     np.testing.assert_allclose(value, want, rtol=1e-5)
     for got, expected in zip(grads, want_grads):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_pointwise_benchmark_finds_every_1x1_convolution_of_resnet50():
+    """tools/bench_pointwise.py times the shapes it finds: ResNet-50 has 16 bottlenecks of two
+    1x1 convolutions plus 4 projection shortcuts, 36 in all, 6 of them strided."""
+    import bench_pointwise
+
+    shapes = bench_pointwise.pointwise_shapes("resnet50", (64, 64, 3), 2)
+    assert sum(shapes.values()) == 36
+    assert sum(n for (_, _, strides), n in shapes.items() if strides == (2, 2)) == 6
+    assert shapes[((2, 16, 16, 64), 256, (1, 1))] == 4  # stage 1's expansions and its shortcut
