@@ -237,8 +237,8 @@ def _pointwise_conv(x, kernel, strides):
     Why: XLA CPU's convolution path is slower than its matrix product for these, most of all
     for their gradients: every 1x1 convolution of ResNet-50 and MobileNetV2 at batch 8,
     224x224, forward and both gradients, took 0.31-0.98x the CPU time as a product
-    (tools/bench_pointwise.py; ResNet-50's train step: 4.7 -> 3.4 s of CPU). Equal to the convolution in value and
-    derivatives (tests/test_layers.py)."""
+    (tools/bench_pointwise.py; ResNet-50's train step: 4.7 -> 3.4 s of CPU). Equal to the
+    convolution in value and derivatives (tests/test_layers.py)."""
     if strides != (1, 1):
         x = x[:, ::strides[0], ::strides[1]]
     return jnp.dot(x, kernel[0, 0])
