@@ -191,3 +191,33 @@ def test_multi_host_settings_come_from_the_config_else_the_environment(monkeypat
     monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
     with pytest.raises(UserError, match="needs a coordinator"):
         distributed.initialize(config_lib.get_config())
+
+
+QUEUED_STEPS = '''
+import jax, numpy as np
+from jaxcnn import config as config_lib
+from jaxcnn.data import Dataset, Split
+from jaxcnn.train import Trainer, steps
+rng = np.random.default_rng(0)
+images, labels = rng.integers(0, 256, (64 * 10, 28, 28, 1), np.uint8), rng.integers(0, 10, 64 * 10).astype(np.int32)
+split = Split(images, labels)
+config = config_lib.apply_overrides(config_lib.get_config(), {"model": "simple_cnn", "batch_size": "64", "verbose": "0"})
+trainer = Trainer(config, dataset=Dataset("random", split, None, split, [str(i) for i in range(10)], 255.0))
+batches = list(trainer.train_data.batches(trainer.shuffle_rng, 0))
+state, in_flight = trainer.state, steps.InFlight()
+for i in range(200):  # dispatched as fast as the host can: the loop would run ~200 steps ahead
+    state, metrics = trainer._train_step(state, batches[i % len(batches)], trainer.dropout_rng)
+    in_flight.add(metrics)
+print("RESULT", jax.device_count(), int(state.step))
+'''
+
+
+def test_a_long_train_loop_on_two_cpu_devices_does_not_deadlock():
+    """XLA's CPU client hung (then aborted after a 40 s rendezvous timeout) when one device
+    had 34 or more train steps queued on this 2-core machine; the training and evaluation
+    loops keep at most `steps.InFlight().limit` steps unfinished, as this loop does."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    proc = subprocess.run([sys.executable, "-c", QUEUED_STEPS], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "RESULT 2 200" in proc.stdout

@@ -90,10 +90,10 @@ def main():
 
     def train(batches):
         nonlocal state
-        running = steps.Metrics.empty()
+        running, in_flight = steps.Metrics.empty(), steps.InFlight()
         for batch in batches:
             state, m = trainer._train_step(state, batch, trainer.dropout_rng)
-            running = steps.merge(running, m)
+            running = steps.merge(running, in_flight.add(m))
         jax.block_until_ready((state.params, running))
 
     def fed(epoch):

@@ -64,10 +64,10 @@ def main():
 
     def run(k):
         nonlocal state
-        running = steps.Metrics.empty()
+        running, in_flight = steps.Metrics.empty(), steps.InFlight()
         for i in range(k):
             state, m = trainer._train_step(state, batches[i % len(batches)], rng_key)
-            running = steps.merge(running, m)
+            running = steps.merge(running, in_flight.add(m))
         jax.block_until_ready((state.params, running))
 
     start = time.perf_counter()

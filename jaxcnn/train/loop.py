@@ -254,9 +254,9 @@ class Trainer:
         is Keras' (label smoothing and L1/L2 penalties included), of the EMA weights when
         kept."""
         state = self.state if state is None else state
-        total = self._empty_metrics()
+        total, in_flight = self._empty_metrics(), steps.InFlight()
         for batch in split.batches():
-            total = steps.merge(total, self._eval_step(state, batch))
+            total = steps.merge(total, in_flight.add(self._eval_step(state, batch)))
         return steps.to_host(total)
 
     def _empty_metrics(self) -> steps.Metrics:
@@ -374,9 +374,11 @@ class Trainer:
         step = epoch * self.steps_per_epoch + start
         checked = step  # steps up to here are known finite (checkpointed, or checked at a save)
         every = self.config.checkpoint_every_steps
+        in_flight = steps.InFlight()
         for batch in self.train_data.batches(self.shuffle_rng, epoch, start=start):
             cbs.on_train_batch_begin(step)
             self.state, batch_metrics = self._train_step(self.state, batch, self.dropout_rng)
+            in_flight.add(batch_metrics)
             running = steps.merge(running, batch_metrics)
             if cbs.wants_batch_end:
                 cbs.on_train_batch_end(step, callbacks_lib.LazyLogs(functools.partial(steps.to_host, running)))

@@ -4,6 +4,7 @@ host merges and reads them once per log interval, never once per step.
 (No `from __future__ import annotations` here: clu reads the Metrics annotations.)
 """
 
+import collections
 import contextlib
 import dataclasses
 from typing import Any, Callable, Optional
@@ -129,6 +130,24 @@ def eval_step(state: TrainState, batch: dict, *, head: Head, options: StepOption
 @jax.jit
 def merge(a: Metrics, b: Metrics) -> Metrics:
     return a.merge(b)
+
+
+class InFlight:
+    """Keeps at most `limit` dispatched steps unfinished: `add(output)` waits for the oldest
+    step's output beyond the limit. JAX dispatches asynchronously, so a loop can queue a
+    whole epoch ahead of the devices; XLA's CPU client then deadlocks in its collectives
+    when more than 32 computations wait for one device and its worker threads are busy
+    (2 forced host devices on 2 cores: a loop of 200 train steps hung every time with 34
+    or more queued, never with 30 or fewer). A few steps of lead keep the devices busy."""
+
+    def __init__(self, limit: int = 4):
+        self.limit, self._queue = limit, collections.deque()
+
+    def add(self, output):
+        self._queue.append(output)
+        if len(self._queue) > self.limit:
+            jax.block_until_ready(self._queue.popleft())
+        return output
 
 
 def to_host(metrics: Metrics) -> dict[str, float]:
