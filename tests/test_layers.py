@@ -174,9 +174,10 @@ def test_convolution_of_an_input_smaller_than_its_window_is_the_lax_convolution(
     ((7, 7), (2, 1), "same"),
     ((5, 6), (1, 1), 0),                # explicit zero padding
 ])
-def test_pointwise_convolution_is_the_lax_convolution(size, strides, padding):
-    x = jax.random.normal(jax.random.key(0), (3, *size, 6))
-    kernel = jax.random.normal(jax.random.key(1), (1, 1, 6, 5))
+@pytest.mark.parametrize("channels", [(6, 5), (4, 9)])  # the kernel gradient transposes the narrower side
+def test_pointwise_convolution_is_the_lax_convolution(size, strides, padding, channels):
+    x = jax.random.normal(jax.random.key(0), (3, *size, channels[0]))
+    kernel = jax.random.normal(jax.random.key(1), (1, 1, *channels))
     ours = lambda x, k: layers._conv(x, k, strides, padding, (1, 1), 1, None)
     assert "conv_general_dilated" not in str(jax.make_jaxpr(ours)(x, kernel))  # the product form ran
     _same_values_and_gradients(ours, lambda x, k: _lax_conv(x, k, strides, padding, (1, 1)), x, kernel)
