@@ -55,3 +55,26 @@ def test_the_pointwise_benchmark_finds_every_1x1_convolution_of_resnet50():
     assert sum(shapes.values()) == 36
     assert sum(n for (_, _, strides), n in shapes.items() if strides == (2, 2)) == 6
     assert shapes[((2, 16, 16, 64), 256, (1, 1))] == 4  # stage 1's expansions and its shortcut
+
+
+def test_the_depthwise_benchmark_finds_every_depthwise_convolution_of_mobilenet_v2():
+    """tools/bench_depthwise.py times the shapes it finds: MobileNetV2 has 17 inverted
+    residual blocks, one 3x3 depthwise convolution each, 4 of them strided."""
+    import bench_depthwise
+
+    shapes = bench_depthwise.depthwise_shapes("mobilenet_v2", (64, 64, 3), 2)
+    assert sum(shapes.values()) == 17
+    assert sum(n for (_, _, strides, _, _), n in shapes.items() if strides == (2, 2)) == 4
+    assert all(kernel[:2] == (3, 3) and kernel[3] == 1 for _, kernel, _, _, _ in shapes)
+
+
+def test_the_depthwise_benchmark_times_the_same_gradients_in_both_forms():
+    import bench_depthwise
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 4))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 2))
+    for strides, padding in (((1, 1), "same"), ((2, 2), "valid")):
+        automatic, ours = (bench_depthwise.gradient_fn(form, kernel.shape, strides, padding, (1, 1))(x, kernel)
+                           for form in ("automatic", "jaxcnn"))
+        for got, expected in zip(ours, automatic):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

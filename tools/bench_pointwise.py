@@ -12,15 +12,16 @@ the measurement behind the rule in `layers._conv`; the whole train step is
 tools/bench_train_step.py.
 """
 
-import argparse
 import collections
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import benchlib
+
+
+FORMS = ("convolution", "product")
 
 
 def pointwise_shapes(model: str, shape, batch: int) -> collections.Counter:
@@ -58,47 +59,22 @@ def gradient_fn(form: str, strides):
     return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
 
-def cpu_ms_per_call(fn, args, calls: int) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(3):
-        start = time.process_time()
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        best = min(best, (time.process_time() - start) / calls * 1e3)
-    return best
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--shape", default="224x224x3", help="HxWxC")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--calls", type=int, default=10, help="calls per timed window")
-    parser.add_argument("--out", help="write the result as JSON here")
-    args = parser.parse_args()
-
-    shape = tuple(int(s) for s in args.shape.split("x"))
+    args = benchlib.layer_parser(__doc__.split("\n\n")[0], "resnet50", 10).parse_args()
     rng = np.random.default_rng(0)
-    rows, totals = [], collections.Counter()
-    for (x_shape, filters, strides), count in sorted(pointwise_shapes(args.model, shape, args.batch).items()):
+
+    def time_shape(key):
+        x_shape, filters, strides = key
         x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
         kernel = jnp.asarray(rng.normal(size=(1, 1, x_shape[-1], filters)) * 0.1, jnp.float32)
         scale, shift = jnp.ones(x_shape[-1]), jnp.zeros(x_shape[-1])
-        ms = {form: cpu_ms_per_call(gradient_fn(form, strides), (x, kernel, scale, shift), args.calls)
-              for form in ("convolution", "product")}
-        for form, value in ms.items():
-            totals[form] += value * count
-        rows.append({"input": list(x_shape), "filters": filters, "strides": list(strides), "count": count,
-                     "convolution_cpu_ms": round(ms["convolution"], 2), "product_cpu_ms": round(ms["product"], 2),
-                     "ratio": round(ms["product"] / ms["convolution"], 2)})
-        print(f"{str(x_shape):22s} -> {filters:5d} stride {strides[0]} x{count:<3d} "
-              f"convolution {ms['convolution']:8.2f}  product {ms['product']:8.2f} ms CPU  "
-              f"ratio {rows[-1]['ratio']:.2f}", flush=True)
-    benchlib.report({"model": args.model, "input": args.shape, "batch": args.batch, "shapes": rows,
-                     "weighted_cpu_ms": {form: round(v, 1) for form, v in totals.items()}}, args.out, quiet=True)
-    print(f"weighted by use: convolution {totals['convolution']:.0f} ms, product {totals['product']:.0f} ms of CPU")
+        return ({"input": list(x_shape), "filters": filters, "strides": list(strides)},
+                {form: benchlib.cpu_ms_per_call(gradient_fn(form, strides), (x, kernel, scale, shift), args.calls)
+                 for form in FORMS})
+
+    shape = tuple(int(s) for s in args.shape.split("x"))
+    benchlib.compare_forms(args, pointwise_shapes(args.model, shape, args.batch), FORMS, time_shape,
+                           lambda key: f"{str(key[0]):22s} -> {key[1]:5d} stride {key[2][0]}")
 
 
 if __name__ == "__main__":

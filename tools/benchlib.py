@@ -2,10 +2,13 @@
 processor, cores, load average, library versions), printed as JSON and optionally
 written to a file."""
 
+import argparse
+import collections
 import importlib.metadata
 import json
 import os
 import platform
+import time
 
 import jax
 
@@ -32,6 +35,48 @@ def report(result: dict, out: str | None = None, quiet: bool = False) -> None:
     if out:
         with open(out, "w") as f:
             json.dump(result, f, indent=2)
+
+
+def layer_parser(description: str, model: str, calls: int) -> argparse.ArgumentParser:
+    """The options of the per-layer benchmarks (tools/bench_pointwise.py, bench_depthwise.py)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=model)
+    parser.add_argument("--shape", default="224x224x3", help="HxWxC")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=calls, help="calls per timed window")
+    parser.add_argument("--out", help="write the result as JSON here")
+    return parser
+
+
+def cpu_ms_per_call(fn, args, calls: int) -> float:
+    """Best of three windows of `calls` calls: CPU time (all threads) per call, in ms."""
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        best = min(best, (time.process_time() - start) / calls * 1e3)
+    return best
+
+
+def compare_forms(args, shapes: collections.Counter, forms: tuple, time_shape, describe) -> None:
+    """Times each distinct layer shape of a model in two forms (`time_shape(key)` returns
+    the row's description and {form: CPU ms per call}), prints a line per shape and the
+    totals weighted by how often the model uses each shape, and reports them."""
+    rows, totals = [], collections.Counter()
+    for key, count in sorted(shapes.items(), key=str):
+        row, ms = time_shape(key)
+        for form in forms:
+            totals[form] += ms[form] * count
+        rows.append({**row, "count": count, **{f"{form}_cpu_ms": round(ms[form], 2) for form in forms},
+                     "ratio": round(ms[forms[1]] / ms[forms[0]], 2)})
+        print(f"{describe(key)} x{count:<3d} " + "  ".join(f"{form} {ms[form]:8.2f}" for form in forms)
+              + f" ms CPU  ratio {rows[-1]['ratio']:.2f}", flush=True)
+    report({"model": args.model, "input": args.shape, "batch": args.batch, "shapes": rows,
+            "weighted_cpu_ms": {form: round(totals[form], 1) for form in forms}}, args.out, quiet=True)
+    print("weighted by use: " + ", ".join(f"{form} {totals[form]:.0f} ms" for form in forms) + " of CPU")
 
 
 # Events of the trace that are not XLA ops: the Python and runtime frames around them.
