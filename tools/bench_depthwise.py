@@ -26,24 +26,14 @@ FORMS = ("automatic", "jaxcnn")
 def depthwise_shapes(model: str, shape, batch: int) -> collections.Counter:
     """(input shape, kernel shape, strides, padding, dilation) of every depthwise
     convolution of `model`, with counts."""
-    from jaxcnn import layers, models
+    from jaxcnn import layers
 
-    found = collections.Counter()
-    original = layers._depthwise
+    def key(x, kernel, strides, padding, dilation, dtype):
+        return (tuple(x.shape), tuple(kernel.shape), layers._pair(strides, "strides"),
+                padding if isinstance(padding, str) else tuple(map(tuple, padding)),
+                layers._pair(dilation, "dilation_rate"))
 
-    def spy(x, kernel, strides, padding, dilation, dtype):
-        key = (tuple(x.shape), tuple(kernel.shape), layers._pair(strides, "strides"),
-               padding if isinstance(padding, str) else tuple(map(tuple, padding)), layers._pair(dilation, "dilation_rate"))
-        found[key] += 1
-        return original(x, kernel, strides, padding, dilation, dtype)
-
-    layers._depthwise = spy
-    try:
-        module = models.create(model, num_classes=10)
-        jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((batch, *shape)), train=False))
-    finally:
-        layers._depthwise = original
-    return found
+    return benchlib.layer_calls("_depthwise", model, shape, batch, key)
 
 
 def gradient_fn(form: str, kernel_shape, strides, padding, dilation):

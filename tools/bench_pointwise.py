@@ -26,23 +26,13 @@ FORMS = ("convolution", "product")
 
 def pointwise_shapes(model: str, shape, batch: int) -> collections.Counter:
     """(input shape, filters, stride) of every 1x1 convolution of `model`, with counts."""
-    from jaxcnn import layers, models
+    from jaxcnn import layers
 
-    found = collections.Counter()
-    original = layers._conv
-
-    def spy(x, kernel, strides, padding, dilation, groups, dtype):
+    def key(x, kernel, strides, padding, dilation, groups, dtype):
         if kernel.shape[:2] == (1, 1) and groups == 1:
-            found[(tuple(x.shape), kernel.shape[-1], layers._pair(strides, "strides"))] += 1
-        return original(x, kernel, strides, padding, dilation, groups, dtype)
+            return tuple(x.shape), kernel.shape[-1], layers._pair(strides, "strides")
 
-    layers._conv = spy
-    try:
-        module = models.create(model, num_classes=10)
-        jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((batch, *shape)), train=False))
-    finally:
-        layers._conv = original
-    return found
+    return benchlib.layer_calls("_conv", model, shape, batch, key)
 
 
 def gradient_fn(form: str, strides):

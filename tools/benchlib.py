@@ -48,6 +48,31 @@ def layer_parser(description: str, model: str, calls: int) -> argparse.ArgumentP
     return parser
 
 
+def layer_calls(function: str, model: str, shape, batch: int, key) -> collections.Counter:
+    """Counts of `key(*arguments)` over the calls of `jaxcnn.layers.<function>` while `model`
+    is initialized on a (batch, *shape) input (shapes only, `jax.eval_shape`); calls whose
+    key is None are not counted."""
+    import jax.numpy as jnp
+    from jaxcnn import layers, models
+
+    found = collections.Counter()
+    original = getattr(layers, function)
+
+    def spy(*arguments):
+        found_key = key(*arguments)
+        if found_key is not None:
+            found[found_key] += 1
+        return original(*arguments)
+
+    setattr(layers, function, spy)
+    try:
+        module = models.create(model, num_classes=10)
+        jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((batch, *shape)), train=False))
+    finally:
+        setattr(layers, function, original)
+    return found
+
+
 def cpu_ms_per_call(fn, args, calls: int) -> float:
     """Best of three windows of `calls` calls: CPU time (all threads) per call, in ms."""
     jax.block_until_ready(fn(*args))
