@@ -184,6 +184,19 @@ def test_pointwise_convolution_is_the_lax_convolution(size, strides, padding, ch
 
 
 @pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
+    ((12, 12), (5, 5, 1, 6), (1, 1), "valid", (1, 1)),           # LeNet-5's C1
+    ((10, 9), (3, 3, 1, 4), (2, 2), "same", (1, 1)),
+    ((9, 9), (3, 3, 1, 4), (1, 2), ((2, 1), (0, 3)), (2, 1)),
+])
+def test_one_channel_convolution_is_the_lax_convolution(size, kernel_shape, strides, padding, dilation):
+    x = jax.random.normal(jax.random.key(0), (3, *size, 1))
+    kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+    ours = lambda x, k: layers._conv(x, k, strides, padding, dilation, 1, None)
+    assert "custom_vjp" in str(jax.make_jaxpr(ours)(x, kernel))  # the one-reduction kernel gradient ran
+    _same_values_and_gradients(ours, lambda x, k: _lax_conv(x, k, strides, padding, dilation), x, kernel)
+
+
+@pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
     ((9, 9), (3, 3, 6, 1), (1, 1), "same", (1, 1)),
     ((10, 9), (3, 3, 6, 1), (2, 2), "same", (1, 1)),             # MobileNet's strided blocks
     ((9, 9), (5, 5, 3, 2), (2, 1), "valid", (1, 1)),             # depth multiplier 2
