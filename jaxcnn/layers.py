@@ -226,9 +226,8 @@ def _conv(x, kernel, strides, padding, dilation, groups, dtype):
     if groups == 1 and any(n < k for n, k in zip(x.shape[1:3], span)):
         return _conv_as_patches(x, kernel, strides, padding, dilation, span)
     if groups == 1 and x.shape[-1] == 1 and kernel.shape[0] * kernel.shape[1] <= 25:
-        if isinstance(padding, str):
-            padding = [(0, 0)] * 2 if padding == "VALID" else same_padding(x.shape[1:3], span, strides)
-        return _one_channel_conv(x, kernel, tuple(strides), tuple(map(tuple, padding)), tuple(dilation))
+        pads = tuple(_pads(x.shape[1:3], span, strides, padding))
+        return _one_channel_conv(x, kernel, tuple(strides), pads, tuple(dilation))
     return _lax_conv(x, kernel, strides, padding, dilation, groups)
 
 
@@ -250,8 +249,8 @@ def _one_channel_conv_bwd(strides, padding, dilation, residuals, dy):
     """The input gradient as automatic differentiation gives it; the kernel gradient as one
     variadic reduction over the window's taps (as `_sum_of_taps_bwd`), reading the input and
     dy once. XLA CPU's kernel gradient of a one-channel first convolution is a convolution
-    off its fast path: 7.0 ms against 2.5 ms for LeNet-5's C1 at batch 128 alone, and the
-    train steps fell from 20.0 to 17.0 ms (lenet5) and 21.4 to 16.1 ms (simple_cnn)."""
+    off its fast path: 7.0 ms against 2.5 ms for LeNet-5's C1 at batch 128 alone; LeNet-5's
+    train step fell from 18.6-19.7 to 16.0-17.7 ms (tools/bench_train_step.py)."""
     x, kernel = residuals
     _, input_grad = jax.vjp(lambda x: _lax_conv(x, kernel, strides, padding, dilation), x)
     pieces = _window_slices(jnp.pad(x, [(0, 0), *padding, (0, 0)]), kernel.shape[:2], strides, dilation)
@@ -326,9 +325,7 @@ def _conv_as_patches(x, kernel, strides, padding, dilation, span):
     gradients into forms that its fast convolution path does not take, ~300 ms each for
     one 512-channel layer at batch 32 against a few ms as a product. Equal to the
     convolution in value and derivatives (tests/test_layers.py)."""
-    if isinstance(padding, str):  # explicit pairs, as lax resolves 'SAME' (the odd cell after)
-        padding = [(0, 0)] * 2 if padding == "VALID" else same_padding(x.shape[1:3], span, strides)
-    x = jnp.pad(x, [(0, 0), *padding, (0, 0)])
+    x = jnp.pad(x, [(0, 0), *_pads(x.shape[1:3], span, strides, padding), (0, 0)])
     patches = jnp.concatenate(list(_window_slices(x, kernel.shape[:2], strides, dilation)), axis=-1)
     return jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
 
@@ -382,16 +379,21 @@ def _depthwise(x, depthwise_kernel, strides, padding, dilation, dtype):
     while the sum is a few elementwise fusions; its kernel gradient is one reduction over
     all taps (`_sum_of_taps_bwd`). Equal to the grouped convolution in value and
     derivatives (tests/test_layers.py)."""
+    return _sum_of_taps(*_depthwise_operands(x, depthwise_kernel, strides, padding, dilation, dtype))
+
+
+def _depthwise_operands(x, depthwise_kernel, strides, padding, dilation, dtype):
+    """`_sum_of_taps`' arguments for a depthwise convolution: the input (each channel
+    repeated `multiplier` times), the weights as taps x channels, the window, strides,
+    dilation and explicit padding pairs (as lax resolves 'same': the odd cell after)."""
     x, depthwise_kernel = nn.dtypes.promote_dtype(x, depthwise_kernel, dtype=dtype)
     kh, kw, channels, multiplier = depthwise_kernel.shape
-    strides, dilation, padding = _pair(strides, "strides"), _pair(dilation, "dilation_rate"), conv_padding(padding)
+    strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation_rate")
     span = [(k - 1) * d + 1 for k, d in zip((kh, kw), dilation)]
-    if isinstance(padding, str):  # explicit pairs, as lax resolves 'SAME' (the odd cell after)
-        padding = [(0, 0)] * 2 if padding == "VALID" else same_padding(x.shape[1:3], span, strides)
+    pads = tuple(_pads(x.shape[1:3], span, strides, conv_padding(padding)))
     if multiplier > 1:  # output channel c * multiplier + m reads input channel c
         x = jnp.repeat(x, multiplier, axis=-1)
-    weights = depthwise_kernel.reshape(kh * kw, channels * multiplier)
-    return _sum_of_taps(x, weights, (kh, kw), strides, dilation, tuple(map(tuple, padding)))
+    return x, depthwise_kernel.reshape(kh * kw, channels * multiplier), (kh, kw), strides, dilation, pads
 
 
 def _sum_of_taps_plain(x, weights, window, strides, dilation, padding):

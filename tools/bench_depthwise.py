@@ -36,20 +36,14 @@ def depthwise_shapes(model: str, shape, batch: int) -> collections.Counter:
     return benchlib.layer_calls("_depthwise", model, shape, batch, key)
 
 
-def gradient_fn(form: str, kernel_shape, strides, padding, dilation):
+def gradient_fn(form: str, strides, padding, dilation):
     from jaxcnn import layers
 
     def depthwise(x, kernel):
+        operands = layers._depthwise_operands(x, kernel, strides, padding, dilation, None)
         if form == "jaxcnn":
-            return layers._depthwise(x, kernel, strides, padding, dilation, None)
-        # The same sum of slices, differentiated automatically (one reduction per tap).
-        kh, kw, channels, multiplier = kernel_shape
-        pads = layers.conv_padding(padding)
-        if isinstance(pads, str):
-            span = [(k - 1) * d + 1 for k, d in zip((kh, kw), dilation)]
-            pads = [(0, 0)] * 2 if pads == "VALID" else layers.same_padding(x.shape[1:3], span, strides)
-        x = jnp.repeat(x, multiplier, axis=-1) if multiplier > 1 else x
-        return layers._sum_of_taps_plain(x, kernel.reshape(kh * kw, -1), (kh, kw), strides, dilation, pads)
+            return layers._sum_of_taps(*operands)
+        return layers._sum_of_taps_plain(*operands)  # differentiated automatically: one reduction per tap
 
     return jax.jit(jax.grad(lambda x, kernel: jnp.sum(depthwise(x, kernel) ** 2), argnums=(0, 1)))
 
@@ -63,7 +57,7 @@ def main():
         x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
         kernel = jnp.asarray(rng.normal(size=k_shape) * 0.1, jnp.float32)
         return ({"input": list(x_shape), "kernel": list(k_shape), "strides": list(strides)},
-                {form: benchlib.cpu_ms_per_call(gradient_fn(form, k_shape, strides, padding, dilation), (x, kernel),
+                {form: benchlib.cpu_ms_per_call(gradient_fn(form, strides, padding, dilation), (x, kernel),
                                                 args.calls) for form in FORMS})
 
     shape = tuple(int(s) for s in args.shape.split("x"))
