@@ -247,18 +247,25 @@ def _one_channel_conv_fwd(x, kernel, strides, padding, dilation):
 
 def _one_channel_conv_bwd(strides, padding, dilation, residuals, dy):
     """The input gradient as automatic differentiation gives it; the kernel gradient as one
-    variadic reduction over the window's taps (as `_sum_of_taps_bwd`), reading the input and
-    dy once. XLA CPU's kernel gradient of a one-channel first convolution is a convolution
-    off its fast path: 7.0 ms against 2.5 ms for LeNet-5's C1 at batch 128 alone; LeNet-5's
-    train step fell from 18.6-19.7 to 16.0-17.7 ms (tools/bench_train_step.py)."""
+    variadic reduction over the window's taps that reads the input and dy once
+    (`_tap_weight_gradient`, as the depthwise layers). XLA CPU's kernel gradient of a
+    one-channel first convolution is a convolution off its fast path: 7.0 ms against 2.5 ms
+    for LeNet-5's C1 at batch 128 alone; LeNet-5's train step fell from 18.6-19.7 to
+    16.0-17.7 ms (tools/bench_train_step.py)."""
     x, kernel = residuals
     _, input_grad = jax.vjp(lambda x: _lax_conv(x, kernel, strides, padding, dilation), x)
-    pieces = _window_slices(jnp.pad(x, [(0, 0), *padding, (0, 0)]), kernel.shape[:2], strides, dilation)
-    kernel_grad = _sums_over_pixels([piece * dy for piece in pieces])  # one channel: broadcast over dy's
+    kernel_grad = _tap_weight_gradient(x, dy, kernel.shape[:2], strides, dilation, padding)
     return input_grad(dy)[0], kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
 _one_channel_conv.defvjp(_one_channel_conv_fwd, _one_channel_conv_bwd)
+
+
+def _tap_weight_gradient(x, dy, window, strides, dilation, padding):
+    """(taps, C): for each offset of the window, the padded input's slice times dy, summed
+    over the pixels; a one-channel input broadcasts over dy's channels."""
+    pieces = _window_slices(jnp.pad(x, [(0, 0), *padding, (0, 0)]), window, strides, dilation)
+    return _sums_over_pixels([piece * dy for piece in pieces])
 
 
 def _sums_over_pixels(products):
@@ -423,8 +430,7 @@ def _sum_of_taps_bwd(window, strides, dilation, padding, residuals, dy):
     MobileNetV2's 8x56x56x144 layer took 82 ms forward + backward, 22 ms with this."""
     x, weights = residuals
     _, input_grad = jax.vjp(lambda x: _sum_of_taps_plain(x, weights, window, strides, dilation, padding), x)
-    pieces = _window_slices(jnp.pad(x, [(0, 0), *padding, (0, 0)]), window, strides, dilation)
-    return input_grad(dy)[0], _sums_over_pixels([piece * dy for piece in pieces]).astype(weights.dtype)
+    return input_grad(dy)[0], _tap_weight_gradient(x, dy, window, strides, dilation, padding).astype(weights.dtype)
 
 
 _sum_of_taps.defvjp(_sum_of_taps_fwd, _sum_of_taps_bwd)
