@@ -65,9 +65,9 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         fit(config, workdir, callbacks=[stop])
     reached = bool(stop.history) and stop.history[-1] >= args.target
-    print(json.dumps({"framework": "jaxcnn", "jaxcnn": jaxcnn.__version__, "recipe": args.recipe, "seed": args.seed, "target": args.target,
-                      "reached": reached, "epochs": len(stop.history), "test_accuracy": stop.history,
-                      "seconds": round(time.perf_counter() - START, 1)}))
+    print(json.dumps({"framework": "jaxcnn", "jaxcnn": jaxcnn.__version__, "recipe": args.recipe,
+                      "seed": args.seed, "target": args.target, "reached": reached, "epochs": len(stop.history),
+                      "test_accuracy": stop.history, "seconds": round(time.perf_counter() - START, 1)}))
 
 
 if __name__ == "__main__":

@@ -88,9 +88,9 @@ def main():
         if accuracy >= args.target:
             break
     reached = history[-1] >= args.target
-    print(json.dumps({"framework": "keras", "keras": keras.__version__, "recipe": args.recipe, "seed": args.seed, "target": args.target,
-                      "reached": reached, "epochs": len(history), "test_accuracy": history,
-                      "seconds": round(time.perf_counter() - START, 1)}))
+    print(json.dumps({"framework": "keras", "keras": keras.__version__, "recipe": args.recipe,
+                      "seed": args.seed, "target": args.target, "reached": reached, "epochs": len(history),
+                      "test_accuracy": history, "seconds": round(time.perf_counter() - START, 1)}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""Forward time of single convolutions on this machine, and which XLA CPU kernel ran them
+(YNNPACK or XLA's own), with the wall and the CPU time of all threads: a CPU time equal to
+the wall time means one core did the work.
+
+    python tools/bench_conv.py
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce python tools/bench_conv.py
+
+Each shape is BATCHxHEIGHTxWIDTHxCHANNELS:FILTERS:KERNEL ('same' padding, stride 1); the
+default shapes are resnet20's three stages (16, 32 and 64 channels at batch 128), a 32-to-32
+convolution at full size, and the first convolutions of simple_cnn (one channel) and of
+resnet20 (three).
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import benchlib
+
+DEFAULT_SHAPES = ("128x32x32x16:16:3", "128x16x16x32:32:3", "128x8x8x64:64:3", "128x32x32x32:32:3",
+                  "128x28x28x1:32:3", "128x32x32x3:16:3")
+
+
+def parse_shape(text: str):
+    """'128x32x32x16:16:3' -> ((128, 32, 32, 16), 16, 3)."""
+    image, filters, kernel = text.split(":")
+    return tuple(int(s) for s in image.split("x")), int(filters), int(kernel)
+
+
+def time_convolution(x_shape, filters: int, kernel: int, calls: int, windows: int) -> dict:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random(x_shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, x_shape[-1], filters)) * 0.1, jnp.float32)
+    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    kernel_name = "YNNPACK" if "__ynn_fusion" in conv.lower(x, w).compile().as_text() else "XLA"
+    jax.block_until_ready(conv(x, w))
+    wall, cpu = [], []
+    for _ in range(windows):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            out = conv(x, w)
+        jax.block_until_ready(out)
+        wall.append((time.perf_counter() - start) / calls * 1e3)
+        cpu.append((time.process_time() - start_cpu) / calls * 1e3)
+    wall_ms, cpu_ms = statistics.median(wall), statistics.median(cpu)
+    flop = 2 * np.prod(x_shape) * filters * kernel * kernel
+    return {"input": list(x_shape), "filters": filters, "kernel": kernel, "ran_on": kernel_name,
+            "wall_ms": round(wall_ms, 2), "cpu_ms": round(cpu_ms, 2), "cores_busy": round(cpu_ms / wall_ms, 2),
+            "gflop_per_s": round(flop / wall_ms / 1e6, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help="comma-separated NxHxWxC:FILTERS:KERNEL")
+    parser.add_argument("--calls", type=int, default=20, help="calls per timed window")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--out", help="write the result as JSON here")
+    args = parser.parse_args()
+    rows = []
+    for text in args.shapes.split(","):
+        rows.append(time_convolution(*parse_shape(text), args.calls, args.windows))
+        r = rows[-1]
+        print(f"{text:22s} {r['ran_on']:8s} wall {r['wall_ms']:7.2f} ms  CPU {r['cpu_ms']:7.2f} ms  "
+              f"cores busy {r['cores_busy']:.2f}  {r['gflop_per_s']:6.1f} GFLOP/s", flush=True)
+    benchlib.report({"convolutions": rows}, args.out, quiet=True)
+
+
+if __name__ == "__main__":
+    main()
