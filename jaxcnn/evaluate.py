@@ -138,18 +138,19 @@ def _predict_batch(state, batch, *, head):
 
 
 @functools.lru_cache(maxsize=8)
-def _predict_fn(head, mesh):
-    import jax
+def _predict_fn(head, mesh, compiler_options: tuple):
+    from jaxcnn import backend
     from jaxcnn.data import pipeline
-    return jax.jit(functools.partial(_predict_batch, head=head),
-                   in_shardings=(pipeline.replicated(mesh), pipeline.batch_sharded(mesh)),
-                   out_shardings=pipeline.batch_sharded(mesh))
+    return backend.jit(functools.partial(_predict_batch, head=head), compiler_options,
+                       in_shardings=(pipeline.replicated(mesh), pipeline.batch_sharded(mesh)),
+                       out_shardings=pipeline.batch_sharded(mesh))
 
 
 def predict(state, head, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels (N,), probabilities (N, C) and per-example losses (N,) of every example of the
     split pipeline `data` (in memory or streamed), in the split's order (padding dropped)."""
-    step = _predict_fn(head, data.mesh)
+    from jaxcnn import backend
+    step = _predict_fn(head, data.mesh, backend.compiler_options(state.params))
     labels, probs, losses = [], [], []
     for batch in data.batches():  # no key: the split's own order, padding at the end
         batch_probs, batch_losses = step(state, batch)

@@ -52,7 +52,8 @@ class TrainedRun:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, C) of preprocessed images (N, H, W, C), in batches."""
         batch = self.config.eval_batch_size
-        fn = _probabilities_fn(self.head)
+        from jaxcnn import backend
+        fn = _probabilities_fn(self.head, backend.compiler_options(self.state.params))
         return np.concatenate([np.asarray(fn(self.state, images[i:i + batch]))
                                for i in range(0, len(images), batch)])
 
@@ -96,13 +97,12 @@ class TrainedRun:
 
 
 @functools.lru_cache(maxsize=8)
-def _probabilities_fn(head):
-    import jax
+def _probabilities_fn(head, compiler_options: tuple):
+    from jaxcnn import backend
 
-    @jax.jit
     def probabilities(state, images):
         return head.probabilities(state.apply_fn(state.variables(), images, train=False))
-    return probabilities
+    return backend.jit(probabilities, compiler_options)
 
 
 def _read_json(path: str, what: str) -> dict:

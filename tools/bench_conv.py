@@ -1,9 +1,11 @@
 """Forward time of single convolutions on this machine, and which XLA CPU kernel ran them
 (YNNPACK or XLA's own), with the wall and the CPU time of all threads: a CPU time equal to
-the wall time means one core did the work.
+the wall time means one core did the work. Each shape is compiled twice: by plain `jax.jit`
+(XLA's default kernels) and with `jaxcnn.backend.CONVOLUTIONS_ON_EIGEN` (convolutions on XLA's
+own kernels), and the last column says which of the two jaxcnn's steps use for a model with
+this convolution (`jaxcnn.backend.compiler_options`).
 
     python tools/bench_conv.py
-    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce python tools/bench_conv.py
 
 Each shape is BATCHxHEIGHTxWIDTHxCHANNELS:FILTERS:KERNEL ('same' padding, stride 1); the
 default shapes are resnet20's three stages (16, 32 and 64 channels at batch 128), a 32-to-32
@@ -12,6 +14,7 @@ resnet20 (three).
 """
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -20,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import benchlib
+from jaxcnn import backend
 
 DEFAULT_SHAPES = ("128x32x32x16:16:3", "128x16x16x32:32:3", "128x8x8x64:64:3", "128x32x32x32:32:3",
                   "128x28x28x1:32:3", "128x32x32x3:16:3")
@@ -31,13 +35,13 @@ def parse_shape(text: str):
     return tuple(int(s) for s in image.split("x")), int(filters), int(kernel)
 
 
-def time_convolution(x_shape, filters: int, kernel: int, calls: int, windows: int) -> dict:
+def time_convolution(x_shape, filters: int, kernel: int, calls: int, windows: int, jit) -> dict:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random(x_shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=(kernel, kernel, x_shape[-1], filters)) * 0.1, jnp.float32)
-    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+    conv = jit(lambda x, w: jax.lax.conv_general_dilated(
         x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    kernel_name = "YNNPACK" if "__ynn_fusion" in conv.lower(x, w).compile().as_text() else "XLA"
+    kernel_name = "YNNPACK" if backend.ynnpack_convolutions(conv.lower(x, w).compile().as_text()) else "XLA"
     jax.block_until_ready(conv(x, w))
     wall, cpu = [], []
     for _ in range(windows):
@@ -63,10 +67,16 @@ def main():
     args = parser.parse_args()
     rows = []
     for text in args.shapes.split(","):
-        rows.append(time_convolution(*parse_shape(text), args.calls, args.windows))
-        r = rows[-1]
-        print(f"{text:22s} {r['ran_on']:8s} wall {r['wall_ms']:7.2f} ms  CPU {r['cpu_ms']:7.2f} ms  "
-              f"cores busy {r['cores_busy']:.2f}  {r['gflop_per_s']:6.1f} GFLOP/s", flush=True)
+        x_shape, filters, kernel = parse_shape(text)
+        chosen = backend.compiler_options({"kernel": jax.ShapeDtypeStruct((kernel, kernel, x_shape[-1], filters),
+                                                                          jnp.float32)})
+        for options in ((), backend.CONVOLUTIONS_ON_EIGEN):
+            jit = functools.partial(backend.jit, options=options)
+            rows.append({"options": dict(options), "jaxcnn_uses": options == chosen,
+                         **time_convolution(x_shape, filters, kernel, args.calls, args.windows, jit)})
+            r = rows[-1]
+            print(f"{text:20s} {r['ran_on']:8s} {'(jaxcnn)' if r['jaxcnn_uses'] else '':8s} wall {r['wall_ms']:7.2f} ms  CPU {r['cpu_ms']:7.2f} ms  "
+                  f"cores busy {r['cores_busy']:.2f}  {r['gflop_per_s']:6.1f} GFLOP/s", flush=True)
     benchlib.report({"convolutions": rows}, args.out, quiet=True)
 
 

@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxcnn import backend
 from jaxcnn import config as config_lib
 from jaxcnn import data as data_lib
 from jaxcnn import models, optim
@@ -162,9 +163,10 @@ class Trainer:
                 print(f"Initialized from {config.init_from}"
                       + (f" (new {', '.join(kept)}: the classes differ)" if kept else ""), flush=True)
         # The loss terms an evaluation adds (label smoothing, penalties) are the same in every phase.
-        self._eval_step = jax.jit(functools.partial(steps.eval_step, head=self.head, options=self.options),
-                                  in_shardings=(self.replicated, pipeline.batch_sharded(self.mesh)),
-                                  out_shardings=self.replicated)
+        self._eval_step = backend.jit(functools.partial(steps.eval_step, head=self.head, options=self.options),
+                                      backend.compiler_options(shapes["params"]),
+                                      in_shardings=(self.replicated, pipeline.batch_sharded(self.mesh)),
+                                      out_shardings=self.replicated)
         self.stop_training = False
         self.initial_epoch = 0
         self.epoch_start_batch = 0  # batches of `initial_epoch` done before a mid-epoch resume
@@ -179,8 +181,9 @@ class Trainer:
         start_step = start_epoch * self.steps_per_epoch
         options = steps.StepOptions.for_config(config, shapes)
         repl, batch = self.replicated, pipeline.batch_sharded(self.mesh)
-        train_step = jax.jit(functools.partial(steps.train_step, head=self.head, options=options),
-                             donate_argnums=0, in_shardings=(repl, batch, repl), out_shardings=(repl, repl))
+        train_step = backend.jit(functools.partial(steps.train_step, head=self.head, options=options),
+                                 backend.compiler_options(shapes["params"]), donate_argnums=0,
+                                 in_shardings=(repl, batch, repl), out_shardings=(repl, repl))
         return Phase(index, config, start_epoch, tx, lambda step: lr_fn(step - start_step), options, train_step)
 
     @property

@@ -1,0 +1,71 @@
+"""How jaxcnn's own compiled functions (train, evaluation and prediction steps) ask XLA to
+compile them: `jit` is `jax.jit` with the compiler options that suit the model.
+
+On CPU, XLA hands convolutions with 32 or more input or output channels to YNNPACK, which
+ran each of them on one core of this 2-core machine, where XLA's own (Eigen) convolution
+uses every core. tools/bench_conv.py, 3x3 convolutions to 32 channels on 128x28x28xC, wall
+ms on YNNPACK -> Eigen: C=1 1.40 -> 3.77, C=2 2.91 -> 5.37, C=3 9.19 -> 5.50, C=4 5.82 ->
+5.63, C=8 6.98 -> 4.57, C=16 10.59 -> 6.43. So a model with a convolution of 3 or more input
+channels and 32 or more channels gets its convolutions compiled for Eigen, YNNPACK keeping
+the matrix products and reductions (resnet20's train step 521 -> 396 ms), and a model whose
+only such convolutions read one or two channels (the course's CNN: one 1 -> 32 convolution)
+keeps XLA's default (simple_cnn's step 13.3 ms, 15.2 ms with Eigen). README, Performance.
+
+The option is passed per compiled function, not through XLA_FLAGS, so it needs no setting
+before JAX starts and leaves the user's own `jax.jit`s alone. A user's `XLA_FLAGS` that
+names `xla_cpu_experimental_ynn_fusion_type` wins: with
+`--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce` (XLA's
+default) jaxcnn compiles as plain `jax.jit` does.
+"""
+
+import functools
+import os
+import re
+
+import jax
+import numpy as np
+
+_YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
+CONVOLUTIONS_ON_EIGEN = ((_YNN_FUSION, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"),)
+"""YNNPACK keeps matrix products and reductions; XLA runs convolutions itself (with Eigen)."""
+_YNNPACK_CHANNELS = 32  # XLA gives YNNPACK the convolutions with this many input or output channels
+_EIGEN_INPUT_CHANNELS = 3  # from this many input channels on, Eigen's convolution is the faster
+
+
+@functools.lru_cache(maxsize=None)
+def _eigen_option_applies() -> bool:
+    """On CPU, unless XLA_FLAGS sets the YNNPACK fusion types itself or this jaxlib does not
+    know the option."""
+    if jax.default_backend() != "cpu" or _YNN_FUSION in os.environ.get("XLA_FLAGS", ""):
+        return False
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=dict(CONVOLUTIONS_ON_EIGEN)).lower(np.float32(0)).compile()
+    except jax.errors.JaxRuntimeError:  # an older or newer jaxlib without this option or value
+        return False
+    return True
+
+
+def compiler_options(params) -> tuple[tuple[str, str], ...]:
+    """The options for compiling a model with these parameters (arrays or shapes), as
+    (name, value) pairs (hashable, to key caches of compiled functions): its convolutions on
+    Eigen when one of its kernels (H, W, in, out), larger than 1x1, has `_EIGEN_INPUT_CHANNELS`
+    or more input channels and `_YNNPACK_CHANNELS` or more in or out."""
+    def wants_eigen(kernel_shape) -> bool:
+        return (len(kernel_shape) == 4 and kernel_shape[0] * kernel_shape[1] > 1
+                and kernel_shape[2] >= _EIGEN_INPUT_CHANNELS and max(kernel_shape[2:]) >= _YNNPACK_CHANNELS)
+    if any(wants_eigen(np.shape(leaf)) for leaf in jax.tree.leaves(params)) and _eigen_option_applies():
+        return CONVOLUTIONS_ON_EIGEN
+    return ()
+
+
+def jit(fun, options: tuple[tuple[str, str], ...], **kwargs):
+    """`jax.jit(fun, **kwargs)` compiled with `options` (from `compiler_options`)."""
+    return jax.jit(fun, compiler_options=dict(options) or None, **kwargs)
+
+
+def ynnpack_convolutions(compiled_hlo: str) -> int:
+    """How many convolutions XLA gave YNNPACK in a compiled module (`.compile().as_text()`):
+    those inside the fusions whose kind is `__ynn_fusion`."""
+    ynn_computations = set(re.findall(r"calls=(%[^,\s]+)[^\n]*\"kind\":\"__ynn_fusion\"", compiled_hlo))
+    bodies = re.split(r"\n(?=%|ENTRY )", compiled_hlo)
+    return sum(body.count(" convolution(") for body in bodies if body.split(" ", 1)[0] in ynn_computations)

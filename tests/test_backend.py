@@ -1,0 +1,91 @@
+"""jaxcnn's compiled steps give convolutions to XLA's own CPU kernels (jaxcnn.backend), with
+the results of plain `jax.jit`, and a user's XLA_FLAGS wins (speed: tools/bench_conv.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import backend, config as config_lib
+from jaxcnn.data import Dataset, Split
+from jaxcnn.train import Trainer
+
+cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are for XLA CPU")
+
+
+@pytest.fixture
+def fresh_options(monkeypatch):
+    """The option's applicability recomputed under the test's environment, and again after it."""
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    backend._eigen_option_applies.cache_clear()
+    yield monkeypatch
+    backend._eigen_option_applies.cache_clear()
+
+
+def _kernels(*shapes):
+    """Abstract parameters of convolutions with these kernel shapes."""
+    return {f"conv{i}": {"kernel": jax.ShapeDtypeStruct(shape, jnp.float32),
+                         "bias": jax.ShapeDtypeStruct(shape[-1:], jnp.float32)} for i, shape in enumerate(shapes)}
+
+
+def _two_convolutions(x, kernel):
+    conv = lambda x: jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",  # noqa: E731
+                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sum(jnp.tanh(conv(jax.nn.relu(conv(x)))))
+
+
+@cpu_only
+def test_convolutions_of_many_channels_are_compiled_for_xla_own_kernels_with_the_same_results(fresh_options):
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 32))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 32, 32)) * 0.05
+    value_and_grads = jax.value_and_grad(_two_convolutions, argnums=(0, 1))
+    plain = jax.jit(value_and_grads)
+    ours = backend.jit(value_and_grads, backend.compiler_options({"kernel": kernel}))
+    assert backend.ynnpack_convolutions(plain.lower(x, kernel).compile().as_text()) > 0  # XLA's default here
+    assert backend.ynnpack_convolutions(ours.lower(x, kernel).compile().as_text()) == 0
+    for got, want in zip(jax.tree.leaves(ours(x, kernel)), jax.tree.leaves(plain(x, kernel))):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+@cpu_only
+def test_which_models_get_the_option(fresh_options):
+    eigen = backend.CONVOLUTIONS_ON_EIGEN
+    assert backend.compiler_options(_kernels((3, 3, 1, 32))) == ()  # the course's CNN: YNNPACK is faster
+    assert backend.compiler_options(_kernels((3, 3, 2, 64))) == ()  # two channels: YNNPACK is faster
+    assert backend.compiler_options(_kernels((5, 5, 1, 6), (5, 5, 6, 16))) == ()  # LeNet-5: none for YNNPACK
+    assert backend.compiler_options(_kernels((1, 1, 64, 256))) == ()  # 1x1: a matrix product in jaxcnn
+    assert backend.compiler_options(_kernels((3, 3, 1, 32), (3, 3, 32, 64))) == eigen
+    assert backend.compiler_options(_kernels((3, 3, 3, 32))) == eigen  # a colour stem
+    assert backend.compiler_options(_kernels((3, 3, 16, 16), (3, 3, 16, 32))) == eigen  # resnet20
+    assert backend.compiler_options({"dense": {"kernel": jnp.zeros((64, 64))}}) == ()
+
+
+@cpu_only
+def test_a_user_xla_flag_for_ynnpack_fusions_wins(fresh_options):
+    fresh_options.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot,"
+                                      "individual_convolution,reduce")
+    assert backend.compiler_options(_kernels((3, 3, 32, 32))) == ()
+
+
+@cpu_only
+def test_an_option_this_jaxlib_rejects_leaves_the_default(fresh_options):
+    fresh_options.setattr(backend, "CONVOLUTIONS_ON_EIGEN",
+                          ((backend._YNN_FUSION, "LIBRARY_FUSION_TYPE_NO_SUCH_KIND"),))
+    assert backend.compiler_options(_kernels((3, 3, 32, 32))) == ()
+
+
+@cpu_only
+@pytest.mark.parametrize("filters, on_ynnpack", [("32", True), ("((32, 64),)", False)])
+def test_the_trainer_compiles_its_steps_with_the_options_of_its_model(fresh_options, filters, on_ynnpack):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, 12, 12, 1), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=16).astype(np.int32)
+    dataset = Dataset("random", Split(images, labels), None, Split(images, labels), ["a", "b", "c"], 255.0)
+    config = config_lib.apply_overrides(config_lib.get_config(), {
+        "model": "simple_cnn", "model_kwargs.filters": filters, "batch_size": "8", "verbose": "0", "epochs": "1"})
+    trainer = Trainer(config, dataset=dataset)
+    batch = next(iter(trainer.train_data.batches(trainer.shuffle_rng, 0)))
+    train = trainer._train_step.lower(trainer.state, batch, trainer.dropout_rng).compile().as_text()
+    evaluate = trainer._eval_step.lower(trainer.state, batch).compile().as_text()
+    assert "convolution(" in train and "convolution(" in evaluate
+    assert (backend.ynnpack_convolutions(train) > 0) == (backend.ynnpack_convolutions(evaluate) > 0) == on_ynnpack
