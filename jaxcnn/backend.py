@@ -2,14 +2,14 @@
 compile them: `jit` is `jax.jit` with the compiler options that suit the model.
 
 On CPU, XLA hands convolutions with 32 or more input or output channels to YNNPACK, which
-ran each of them on one core of this 2-core machine, where XLA's own (Eigen) convolution
-uses every core. tools/bench_conv.py, 3x3 convolutions to 32 channels on 128x28x28xC, wall
-ms on YNNPACK -> Eigen: C=1 1.40 -> 3.77, C=2 2.91 -> 5.37, C=3 9.19 -> 5.50, C=4 5.82 ->
-5.63, C=8 6.98 -> 4.57, C=16 10.59 -> 6.43. So a model with a convolution of 3 or more input
-channels and 32 or more channels gets its convolutions compiled for Eigen, YNNPACK keeping
-the matrix products and reductions (resnet20's train step 521 -> 396 ms), and a model whose
-only such convolutions read one or two channels (the course's CNN: one 1 -> 32 convolution)
-keeps XLA's default (simple_cnn's step 13.3 ms, 15.2 ms with Eigen). README, Performance.
+ran each of them on one core of a 2-core machine, where XLA's own (Eigen) convolution uses
+every core. 3x3 convolutions to 32 channels on 128x28x28xC, wall ms on YNNPACK -> Eigen
+(tools/bench_conv.py): C=1 0.91 -> 2.74, C=2 1.56 -> 3.32, C=3 8.14 -> 3.57, C=8 5.33 ->
+3.49, C=16 10.47 -> 5.69. So a model with a convolution of 3 or more input channels and 32
+or more channels gets its convolutions compiled for Eigen, YNNPACK keeping the matrix
+products and reductions (resnet20's train step 491 -> 389 ms), and a model whose only such
+convolutions read one or two channels (the course's CNN: one 1 -> 32 convolution) keeps
+XLA's default. README, Performance.
 
 The option is passed per compiled function, not through XLA_FLAGS, so it needs no setting
 before JAX starts and leaves the user's own `jax.jit`s alone. A user's `XLA_FLAGS` that

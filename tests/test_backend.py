@@ -1,6 +1,11 @@
 """jaxcnn's compiled steps give convolutions to XLA's own CPU kernels (jaxcnn.backend), with
 the results of plain `jax.jit`, and a user's XLA_FLAGS wins (speed: tools/bench_conv.py)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +14,8 @@ import pytest
 from jaxcnn import backend, config as config_lib
 from jaxcnn.data import Dataset, Split
 from jaxcnn.train import Trainer
+
+from conftest import REPO
 
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are for XLA CPU")
 
@@ -89,3 +96,18 @@ def test_the_trainer_compiles_its_steps_with_the_options_of_its_model(fresh_opti
     evaluate = trainer._eval_step.lower(trainer.state, batch).compile().as_text()
     assert "convolution(" in train and "convolution(" in evaluate
     assert (backend.ynnpack_convolutions(train) > 0) == (backend.ynnpack_convolutions(evaluate) > 0) == on_ynnpack
+
+
+@cpu_only
+def test_the_train_step_benchmark_compares_jaxcnn_choice_with_xla_default(tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "tools/bench_train_step.py", "--model", "resnet20", "--shape", "8x8x3",
+                    "--batch", "4", "--steps", "1", "--windows", "2", "--compare-xla-default", "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True,
+                   env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
+    result = json.loads(out.read_text())
+    assert result["compiler_options"] == dict(backend.CONVOLUTIONS_ON_EIGEN)
+    assert result["xla_default"]["compiler_options"] == {}
+    # resnet20's 32- and 64-channel convolutions: YNNPACK's only under XLA's default
+    assert result["ynnpack_convolutions"] == 0 < result["xla_default"]["ynnpack_convolutions"]
+    assert len(result["windows"]) == len(result["xla_default"]["windows"]) == 2

@@ -75,8 +75,9 @@ def main():
             rows.append({"options": dict(options), "jaxcnn_uses": options == chosen,
                          **time_convolution(x_shape, filters, kernel, args.calls, args.windows, jit)})
             r = rows[-1]
-            print(f"{text:20s} {r['ran_on']:8s} {'(jaxcnn)' if r['jaxcnn_uses'] else '':8s} wall {r['wall_ms']:7.2f} ms  CPU {r['cpu_ms']:7.2f} ms  "
-                  f"cores busy {r['cores_busy']:.2f}  {r['gflop_per_s']:6.1f} GFLOP/s", flush=True)
+            print(f"{text:20s} {r['ran_on']:8s} {'(jaxcnn)' if r['jaxcnn_uses'] else '':8s} "
+                  f"wall {r['wall_ms']:7.2f} ms  CPU {r['cpu_ms']:7.2f} ms  cores busy {r['cores_busy']:.2f}  "
+                  f"{r['gflop_per_s']:6.1f} GFLOP/s", flush=True)
     benchlib.report({"convolutions": rows}, args.out, quiet=True)
 
 

@@ -5,11 +5,16 @@ device, jitted sharded train step, on-device metric merge), on random data.
     python tools/bench_train_step.py --pool reduce_window    # the same with Flax's pooling
     python tools/bench_train_step.py --model mlp --out bench.json
     python tools/bench_train_step.py --profile 15            # also the 15 costliest XLA ops of a window
+    python tools/bench_train_step.py --model resnet20 --shape 32x32x3 --compare-xla-default
 
 Reports the compile (first step) time and the steady-state images/s: the median of
 `--windows` timed windows of `--steps` steps each, after warm-up, and the best window
 (this 2-core machine's timings vary by about 20% between windows), and the CPU time per
 step of all the process' threads (steadier when other jobs share the cores).
+
+`--compare-xla-default` also builds the same step compiled with XLA's default CPU kernels
+instead of jaxcnn's choice (`jaxcnn.backend.compiler_options`) and times the two in
+alternating windows in one process, so that the machine's drift falls on both alike.
 """
 
 import argparse
@@ -35,6 +40,8 @@ def main():
                         help="max pooling implementation (reduce_window: flax.linen.max_pool)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="trace one more window with jax.profiler and print its N costliest XLA ops")
+    parser.add_argument("--compare-xla-default", action="store_true",
+                        help="also time the step compiled with XLA's default kernels, in alternating windows")
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args()
 
@@ -56,40 +63,72 @@ def main():
                       [str(i) for i in range(args.classes)], 255.0)
     config = config_lib.apply_overrides(config_lib.get_config(), {
         "model": args.model, "batch_size": str(args.batch), "optimizer": args.optimizer, "verbose": "0"})
-    trainer = Trainer(config, dataset=dataset)
-
+    from jaxcnn import backend
     from jaxcnn.train import steps
-    batches = list(trainer.train_data.batches(trainer.shuffle_rng, 0))
-    state, rng_key = trainer.state, trainer.dropout_rng
 
-    def run(k):
-        nonlocal state
-        running, in_flight = steps.Metrics.empty(), steps.InFlight()
-        for i in range(k):
-            state, m = trainer._train_step(state, batches[i % len(batches)], rng_key)
-            running = steps.merge(running, in_flight.add(m))
-        jax.block_until_ready((state.params, running))
+    def build_run(trainer):
+        """A function that runs k train steps of `trainer` (its state carried over)."""
+        batches = list(trainer.train_data.batches(trainer.shuffle_rng, 0))
+        carried = {"state": trainer.state}
 
-    start = time.perf_counter()
-    run(1)
-    compile_s = time.perf_counter() - start
-    run(args.steps)  # warm-up
-    rates, cpu = [], []
+        def run(k):
+            running, in_flight = steps.Metrics.empty(), steps.InFlight()
+            for i in range(k):
+                carried["state"], m = trainer._train_step(carried["state"], batches[i % len(batches)],
+                                                          trainer.dropout_rng)
+                running = steps.merge(running, in_flight.add(m))
+            jax.block_until_ready((carried["state"].params, running))
+        return run
+
+    def ynnpack_convolutions(trainer) -> int:
+        """How many of the compiled train step's convolutions XLA gave YNNPACK."""
+        batch = next(iter(trainer.train_data.batches(trainer.shuffle_rng, 0)))
+        compiled = trainer._train_step.lower(trainer.state, batch, trainer.dropout_rng).compile()
+        return backend.ynnpack_convolutions(compiled.as_text())
+
+    trainer = Trainer(config, dataset=dataset)
+    variants = {"jaxcnn": (build_run(trainer), backend.compiler_options(trainer.state.params))}
+    on_ynnpack = {}
+    if args.compare_xla_default:
+        on_ynnpack["jaxcnn"] = ynnpack_convolutions(trainer)
+        chosen = backend.compiler_options
+        backend.compiler_options = lambda params: ()  # the Trainer's steps: plain jax.jit
+        plain = Trainer(config, dataset=dataset)
+        backend.compiler_options = chosen
+        variants["xla_default"] = (build_run(plain), ())
+        on_ynnpack["xla_default"] = ynnpack_convolutions(plain)
+
+    compile_s = {}
+    for name, (run, _) in variants.items():
+        start = time.perf_counter()
+        run(1)
+        compile_s[name] = time.perf_counter() - start
+        run(args.steps)  # warm-up
+    rates, cpu = {name: [] for name in variants}, {name: [] for name in variants}
     for _ in range(args.windows):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        run(args.steps)
-        rates.append(args.steps * args.batch / (time.perf_counter() - start))
-        cpu.append((time.process_time() - start_cpu) / args.steps)
-    result = {
-        "model": args.model, "input": args.shape, "batch": args.batch, "optimizer": args.optimizer,
-        "pool": args.pool, "compile_s": round(compile_s, 2),
-        "images_per_s": round(statistics.median(rates)), "best_images_per_s": round(max(rates)),
-        "ms_per_step": round(1000 * args.batch / statistics.median(rates), 2),
-        # CPU time of all threads per step: steadier than the wall clock when other jobs share the cores.
-        "cpu_ms_per_step": round(1000 * statistics.median(cpu), 2),
-        "windows": [round(r) for r in rates],
-    }
+        for name, (run, _) in variants.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(args.steps)
+            rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
+            cpu[name].append((time.process_time() - start_cpu) / args.steps)
+
+    def timings(name):
+        return {
+            "compiler_options": dict(variants[name][1]), **({"ynnpack_convolutions": on_ynnpack[name]}
+                                                            if name in on_ynnpack else {}),
+            "compile_s": round(compile_s[name], 2),
+            "images_per_s": round(statistics.median(rates[name]), 1), "best_images_per_s": round(max(rates[name]), 1),
+            "ms_per_step": round(1000 * args.batch / statistics.median(rates[name]), 2),
+            # CPU time of all threads per step: steadier than the wall clock when other jobs share the cores.
+            "cpu_ms_per_step": round(1000 * statistics.median(cpu[name]), 2),
+            "windows": [round(r, 1) for r in rates[name]],
+        }
+    result = {"model": args.model, "input": args.shape, "batch": args.batch, "optimizer": args.optimizer,
+              "pool": args.pool, **timings("jaxcnn")}
+    if args.compare_xla_default:
+        result["xla_default"] = timings("xla_default")
     if args.profile:
+        run = variants["jaxcnn"][0]
         result["profile_ms_per_step"] = benchlib.op_profile(lambda: run(args.steps), args.steps, args.profile)
     benchlib.report(result, args.out)
 
