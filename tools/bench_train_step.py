@@ -87,7 +87,7 @@ def main():
         return backend.ynnpack_convolutions(compiled.as_text())
 
     trainer = Trainer(config, dataset=dataset)
-    variants = {"jaxcnn": (build_run(trainer), backend.compiler_options(trainer.state.params))}
+    variants = {"jaxcnn": (build_run(trainer), trainer.compiler_options)}
     on_ynnpack = {}
     if args.compare_xla_default:
         on_ynnpack["jaxcnn"] = ynnpack_convolutions(trainer)
@@ -95,7 +95,7 @@ def main():
         backend.compiler_options = lambda params: ()  # the Trainer's steps: plain jax.jit
         plain = Trainer(config, dataset=dataset)
         backend.compiler_options = chosen
-        variants["xla_default"] = (build_run(plain), ())
+        variants["xla_default"] = (build_run(plain), plain.compiler_options)
         on_ynnpack["xla_default"] = ynnpack_convolutions(plain)
 
     compile_s = {}

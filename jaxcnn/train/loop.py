@@ -148,6 +148,8 @@ class Trainer:
         except (TypeError, ValueError) as e:
             raise UserError(f"model '{config.model}' cannot take {self.dataset.image_shape} inputs of "
                             f"'{config.dataset}': {str(e).splitlines()[0]}") from e
+        # XLA's options for every compiled step of this model (jaxcnn.backend: its CPU convolution kernels).
+        self.compiler_options = backend.compiler_options(shapes["params"])
         # Every phase is built now (its patterns checked), so a bad one fails before anything is written.
         self.phases: list[Phase] = []
         for phase_config in config_lib.phase_configs(config):
@@ -164,7 +166,7 @@ class Trainer:
                       + (f" (new {', '.join(kept)}: the classes differ)" if kept else ""), flush=True)
         # The loss terms an evaluation adds (label smoothing, penalties) are the same in every phase.
         self._eval_step = backend.jit(functools.partial(steps.eval_step, head=self.head, options=self.options),
-                                      backend.compiler_options(shapes["params"]),
+                                      self.compiler_options,
                                       in_shardings=(self.replicated, pipeline.batch_sharded(self.mesh)),
                                       out_shardings=self.replicated)
         self.stop_training = False
@@ -182,7 +184,7 @@ class Trainer:
         options = steps.StepOptions.for_config(config, shapes)
         repl, batch = self.replicated, pipeline.batch_sharded(self.mesh)
         train_step = backend.jit(functools.partial(steps.train_step, head=self.head, options=options),
-                                 backend.compiler_options(shapes["params"]), donate_argnums=0,
+                                 self.compiler_options, donate_argnums=0,
                                  in_shardings=(repl, batch, repl), out_shardings=(repl, repl))
         return Phase(index, config, start_epoch, tx, lambda step: lr_fn(step - start_step), options, train_step)
 
