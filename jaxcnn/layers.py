@@ -1,6 +1,7 @@
 """Building blocks shared by every model: activations, pooling, dropout, convolutions
 (plain, grouped, depthwise, depthwise-separable) with Keras' options and weight layouts,
-local response normalization, input normalization and the max-norm constraint.
+batch normalization, local response normalization, input normalization and the max-norm
+constraint.
 
 Pooling is written as an elementwise max (or sum) over strided slices rather than
 `lax.reduce_window`: on XLA CPU the gradient of a reduce_window max pooling
@@ -504,6 +505,89 @@ def zero_pad(x, padding: Padding):
 
 
 # --- normalization and constraints ---------------------------------------------
+
+class BatchNorm(nn.BatchNorm):
+    """`flax.linen.BatchNorm` (same attributes, variables, initializers and results), whose
+    training-mode normalization over the batch is one function with its own gradient
+    (`batch_norm`) when it normalizes the last axis over all the others on one program (no
+    `axis_name` or `mask`) with Flax's default statistics. Anything else is Flax's own.
+
+    Why: differentiated automatically, Flax's normalization writes x - mean to memory for the
+    backward pass and reduces its gradient in several passes; the custom gradient keeps x,
+    reads it and dy in one pair of sums and one elementwise pass. BatchNorm + ReLU6 forward
+    and backward alone, 8x112x112x96: 51 -> 24 ms; 128x32x32x16: 3.2 -> 1.5 ms. Train steps:
+    MobileNetV2 (batch 8, 224x224) 564 -> 479 ms, resnet20 (batch 128) 433 -> 389 ms
+    (README, Performance)."""
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        if (running or mask is not None or self.axis_name is not None or not self.use_fast_variance
+                or not self.force_float32_reductions or self.axis not in (-1, x.ndim - 1)):
+            return super().__call__(x, use_running_average, mask=mask)
+        features = (x.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), features)
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
+        # Created in Flax's order, with its initializers and dtypes.
+        scale = self.param("scale", self.scale_init, features, self.param_dtype) if self.use_scale else None
+        bias = self.param("bias", self.bias_init, features, self.param_dtype) if self.use_bias else None
+        stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        y, mean, var = batch_norm(x, jnp.ones(features, stat_dtype) if scale is None else scale,
+                                  jnp.zeros(features, stat_dtype) if bias is None else bias, self.epsilon)
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return jnp.asarray(y, nn.dtypes.canonicalize_dtype(*(a for a in (x, scale, bias) if a is not None),
+                                                            dtype=self.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm(x, scale, bias, epsilon: float):
+    """Training-mode batch normalization of x (..., C) over all axes but the last, as Flax
+    computes it: (y, mean, var), the statistics in float32 (at least), var = E[x^2] - E[x]^2
+    (not negative), y = (x - mean) * rsqrt(var + epsilon) * scale + bias."""
+    return _batch_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, epsilon):
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    count = x.size // x.shape[-1]
+    sums = _sums_per_feature(x32, x32 * x32)
+    mean, mean_square = sums[0] / count, sums[1] / count
+    var = jnp.maximum(0.0, mean_square - mean * mean)
+    inv = jax.lax.rsqrt(var + epsilon)
+    y = (x32 - mean) * (inv * scale) + bias
+    return (y, mean, var), (x, mean, inv, scale, bias)
+
+
+def _batch_norm_bwd(epsilon, residuals, cotangents):
+    """With xhat = (x - mean) * inv: dbias = sum(dy), dscale = sum(dy * xhat) (from sum(dy)
+    and sum(dy * x), one pass), dx = scale * inv * (dy - mean(dy) - xhat * mean(dy *
+    xhat)), plus the statistics' own cotangents (zero when only y is used)."""
+    x, mean, inv, scale, bias = residuals
+    dy, dmean, dvar = cotangents
+    x32 = x.astype(mean.dtype)
+    count = x.size // x.shape[-1]
+    dy = dy.astype(mean.dtype)
+    sums = _sums_per_feature(dy, dy * x32)
+    dbias = sums[0]
+    dscale = inv * (sums[1] - mean * sums[0])
+    a = scale * inv
+    offset = (a * dbias - dmean) / count
+    slope = (a * inv * dscale - 2 * dvar) / count
+    dx = a * dy - offset - (x32 - mean) * slope
+    return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+def _sums_per_feature(*arrays):
+    """Each (..., C) array summed over all axes but the last. (Separate sums, which XLA gives
+    YNNPACK: BatchNorm + ReLU6 forward and backward at 8x112x112x96 took 24 ms so, 68 ms with
+    the variadic reduction of `_sums_over_pixels`.)"""
+    return [a.sum(tuple(range(a.ndim - 1))) for a in arrays]
+
 
 def local_response_normalization(x, depth_radius: int = 2, bias: float = 2.0, alpha: float = 1e-4,
                                  beta: float = 0.75):

@@ -24,7 +24,7 @@ class BatchNormNet(Classifier):
     def __call__(self, x, train: bool = False):
         # No bias before BatchNorm: it cancels it, so Adam would move it on rounding noise alone.
         x = nn.Conv(8, (3, 3), use_bias=False, name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(x)
+        x = layers.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(x)
         x = layers.max_pool(nn.relu(x), 2)
         return nn.Dense(self.num_classes, name="head")(layers.flatten(x))
 

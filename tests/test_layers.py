@@ -235,6 +235,77 @@ def test_zero_padding_and_normalization_match_keras():
                                keras.layers.Normalization(mean=mean, variance=variance)(x), rtol=1e-5, atol=1e-6)
 
 
+# --- BatchNorm: Flax's own is the oracle ---------------------------------------------
+
+def _batch_norm_run(module_class, x, cotangent, **options):
+    """Initial variables, then one training-mode apply from perturbed ones: the output, the
+    updated statistics, and the gradients of sum(y * cotangent) for the parameters and x."""
+    module = module_class(use_running_average=False, momentum=0.9, epsilon=1e-3, **options)
+    variables = module.init(jax.random.key(0), x)
+    perturbed = jax.tree.map(lambda v: v + jax.random.uniform(jax.random.key(3), v.shape, v.dtype, 0.5, 1.5),
+                             variables)
+
+    def loss(params, x):
+        y, updates = module.apply({**perturbed, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(y.astype(jnp.float32) * cotangent), (y, updates)
+
+    (_, (y, updates)), grads = jax.value_and_grad(loss, (0, 1), has_aux=True)(perturbed.get("params", {}), x)
+    return variables, y, updates, grads
+
+
+@pytest.mark.parametrize("shape,dtype,options", [
+    ((4, 6, 5, 7), jnp.float32, {}),
+    ((4, 6, 5, 7), jnp.float32, {"use_scale": False}),           # InceptionV3's Keras layout
+    ((4, 6, 5, 7), jnp.float32, {"use_bias": False}),
+    ((16, 9), jnp.float32, {}),                                  # after a Dense layer
+    ((4, 6, 5, 7), jnp.bfloat16, {"dtype": jnp.bfloat16}),
+])
+def test_batch_norm_is_flax_batch_norm(shape, dtype, options):
+    # An offset mean, as after a convolution, for the E[x^2] - E[x]^2 variance.
+    x = (1.5 + 2 * jax.random.normal(jax.random.key(0), shape)).astype(dtype)
+    cotangent = jax.random.normal(jax.random.key(1), shape)
+    ours, flax_ = (_batch_norm_run(cls, x, cotangent, **options) for cls in (layers.BatchNorm, nn.BatchNorm))
+    assert jax.tree.map(np.shape, ours[0]) == jax.tree.map(np.shape, flax_[0])  # the same variables, so
+    jax.tree.map(np.testing.assert_array_equal, ours[0], flax_[0])               # checkpoints and imports fit
+    assert ours[1].dtype == flax_[1].dtype
+    tolerance = 2e-2 if dtype == jnp.bfloat16 else 1e-5
+    for a, b in zip(jax.tree.leaves(ours[1:]), jax.tree.leaves(flax_[1:])):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tolerance, atol=tolerance)
+    with jax.disable_jit():  # the fused form ran, with its own gradient
+        assert "custom_vjp" in str(jax.make_jaxpr(lambda x: _batch_norm_run(layers.BatchNorm, x, cotangent, **options))(x))
+
+
+def test_batch_norm_statistics_have_their_own_gradients():
+    """The mean and variance `batch_norm` returns differentiate as Flax's formula does (the
+    layer only uses them for the running averages, but the function stands alone)."""
+    x = 1.5 + 2 * jax.random.normal(jax.random.key(0), (3, 4, 5, 6))
+    scale, bias = jax.random.uniform(jax.random.key(1), (6,), minval=0.5, maxval=1.5), jax.random.normal(jax.random.key(2), (6,))
+    weights = [jax.random.normal(jax.random.key(k), s) for k, s in ((3, x.shape), (4, (6,)), (5, (6,)))]
+
+    def plain(x, scale, bias):
+        mean, mean_square = x.mean((0, 1, 2)), jnp.square(x).mean((0, 1, 2))
+        var = jnp.maximum(0.0, mean_square - jnp.square(mean))
+        return (x - mean) * jax.lax.rsqrt(var + 1e-3) * scale + bias, mean, var
+
+    def loss(f):
+        return lambda *args: sum(jnp.sum(out * w) for out, w in zip(f(*args), weights))
+
+    ours = jax.grad(loss(lambda *a: layers.batch_norm(*a, 1e-3)), (0, 1, 2))(x, scale, bias)
+    for a, b in zip(ours, jax.grad(loss(plain), (0, 1, 2))(x, scale, bias)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_in_inference_mode_or_with_a_mask_is_flax_batch_norm():
+    x = 1.5 + 2 * jax.random.normal(jax.random.key(0), (4, 3, 3, 5))
+    variables = nn.BatchNorm().init(jax.random.key(0), x, use_running_average=True)
+    variables = jax.tree.map(lambda v: v + jax.random.uniform(jax.random.key(1), v.shape), variables)
+    mask = jnp.arange(4)[:, None, None, None] < 3
+    for kwargs, mutable in (({"use_running_average": True}, False),
+                            ({"use_running_average": False, "mask": mask}, ["batch_stats"])):
+        ours = layers.BatchNorm().apply(variables, x, mutable=mutable, **kwargs)
+        jax.tree.map(np.testing.assert_array_equal, ours, nn.BatchNorm().apply(variables, x, mutable=mutable, **kwargs))
+
+
 # --- local response normalization and max-norm -------------------------------------
 
 def test_local_response_normalization_is_the_papers_formula():

@@ -282,7 +282,7 @@ def test_tensorboard_writes_histograms_input_images_and_batch_scalars(tmp_path):
 
 def test_freezing_a_batchnorm_layer_keeps_its_scale_offset_and_statistics():
     import flax.linen as nn
-    from jaxcnn import optim
+    from jaxcnn import layers, optim
     from jaxcnn.heads import Head
     from jaxcnn.train import steps
     from jaxcnn.train.state import TrainState
@@ -291,7 +291,7 @@ def test_freezing_a_batchnorm_layer_keeps_its_scale_offset_and_statistics():
         @nn.compact
         def __call__(self, x, train: bool = False):
             x = nn.Dense(4, name="dense")(x.reshape(x.shape[0], -1))
-            x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+            x = layers.BatchNorm(use_running_average=not train, name="bn")(x)
             return nn.Dense(2, name="head")(x)
 
     model = Net()

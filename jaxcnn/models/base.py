@@ -79,7 +79,7 @@ class Classifier(nn.Module):
         """BatchNorm with running statistics in `batch_stats`. `momentum` is Keras' (and
         Flax's): the running average keeps `momentum` of itself per step; PyTorch's
         `momentum=0.1` is 0.9 here."""
-        return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
+        return layers.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
                             use_scale=use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
 
     def conv_bn(self, x, filters, kernel_size, strides, name, bn_name, train, depthwise=False):
