@@ -224,11 +224,13 @@ def _conv(x, kernel, strides, padding, dilation, groups, dtype):
     span = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:2], dilation)]
     if groups == 1 and span == [1, 1] and padding in ("SAME", "VALID", [(0, 0), (0, 0)]):
         return _pointwise_conv(x, kernel, strides)
+    pads = _pads(x.shape[1:3], span, strides, padding)
+    if groups == 1 and all(0 <= n + lo + hi - k < s for n, (lo, hi), k, s in zip(x.shape[1:3], pads, span, strides)):
+        return _conv_of_one_window(x, kernel, pads, dilation, span)
     if groups == 1 and any(n < k for n, k in zip(x.shape[1:3], span)):
         return _conv_as_patches(x, kernel, strides, padding, dilation, span)
     if groups == 1 and x.shape[-1] == 1 and kernel.shape[0] * kernel.shape[1] <= 25:
-        pads = tuple(_pads(x.shape[1:3], span, strides, padding))
-        return _one_channel_conv(x, kernel, tuple(strides), pads, tuple(dilation))
+        return _one_channel_conv(x, kernel, tuple(strides), tuple(pads), tuple(dilation))
     return _lax_conv(x, kernel, strides, padding, dilation, groups)
 
 
@@ -322,6 +324,18 @@ def _pixels_times_kernel_bwd(residuals, dy):
 
 
 _pixels_times_kernel.defvjp(_pixels_times_kernel_fwd, _pixels_times_kernel_bwd)
+
+
+def _conv_of_one_window(x, kernel, pads, dilation, span):
+    """A convolution with one output pixel (the window covers the padded input: LeNet-5's C5,
+    a 5x5 kernel on 5x5 maps) as the Dense layer it is: the window's pixels, flattened in the
+    kernel's (H, W, in) order, times the kernel.
+
+    Why: XLA CPU's gradients of such a convolution took 2.8 ms for LeNet-5's C5 at batch 128
+    (16 -> 120 channels) against 0.3 ms as a product. Equal to the convolution in value and
+    derivatives (tests/test_layers.py)."""
+    x = jnp.pad(x, [(0, 0), *pads, (0, 0)])[:, :span[0]:dilation[0], :span[1]:dilation[1]]
+    return jnp.dot(x.reshape(x.shape[0], 1, 1, -1), kernel.reshape(-1, kernel.shape[-1]))
 
 
 def _conv_as_patches(x, kernel, strides, padding, dilation, span):

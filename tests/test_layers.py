@@ -168,6 +168,21 @@ def test_convolution_of_an_input_smaller_than_its_window_is_the_lax_convolution(
                                lambda x, k: _lax_conv(x, k, strides, padding, dilation), x, kernel)
 
 
+@pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
+    ((5, 5), (5, 5, 6, 7), (1, 1), "valid", (1, 1)),             # LeNet-5's C5
+    ((6, 7), (5, 5, 3, 4), (2, 3), "valid", (1, 1)),             # the stride leaves one window
+    ((3, 3), (5, 5, 3, 4), (1, 1), 1, (1, 1)),                   # padded up to the window
+    ((5, 6), (3, 3, 2, 4), (1, 2), "valid", (2, 2)),             # a dilated window
+    ((1, 1), (3, 3, 8, 5), (1, 1), "same", (1, 1)),              # VGG-16's last stage on 16x16 inputs
+])
+def test_convolution_with_one_output_pixel_is_the_lax_convolution(size, kernel_shape, strides, padding, dilation):
+    x = jax.random.normal(jax.random.key(0), (3, *size, kernel_shape[2]))
+    kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+    ours = lambda x, k: layers._conv(x, k, strides, padding, dilation, 1, None)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(ours)(x, kernel))  # the product form ran
+    _same_values_and_gradients(ours, lambda x, k: _lax_conv(x, k, strides, padding, dilation), x, kernel)
+
+
 @pytest.mark.parametrize("size,strides,padding", [
     ((7, 7), (1, 1), "same"),           # ResNet's and MobileNet's 1x1 convolutions
     ((7, 8), (2, 2), "valid"),          # ResNet-50's strided 1x1 (odd size: ceil(7 / 2) rows)
