@@ -40,6 +40,18 @@ def test_max_pool_matches_reduce_window_values_and_gradients(size, window, strid
     np.testing.assert_allclose(g_ours, g_ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("window,strides,padding", [(3, 2, "VALID"), (3, 2, "SAME"), (3, 1, "SAME"), ((2, 3), (1, 2), "VALID")])
+def test_overlapping_max_pool_routes_ties_to_the_first_maximum_as_reduce_window(window, strides, padding):
+    x = jax.random.randint(jax.random.key(0), (2, 9, 9, 3), 0, 3).astype(jnp.float32)  # many ties
+    win = (window,) * 2 if isinstance(window, int) else window
+    st = (strides,) * 2 if isinstance(strides, int) else strides
+    cotangent = jax.random.normal(jax.random.key(1), nn.max_pool(x, win, st, padding).shape)
+    g_ours = jax.grad(lambda x: jnp.sum(layers.max_pool(x, window, strides, padding) * cotangent))(x)
+    g_ref = jax.grad(lambda x: jnp.sum(nn.max_pool(x, win, st, padding) * cotangent))(x)
+    np.testing.assert_array_equal(g_ours, g_ref)
+    assert "custom_vjp" in str(jax.make_jaxpr(lambda x: layers.max_pool(x, window, strides, padding))(x))
+
+
 @pytest.mark.parametrize("size,window,strides,padding", POOLS)
 def test_pooling_matches_keras(size, window, strides, padding):
     x = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
