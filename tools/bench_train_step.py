@@ -86,17 +86,13 @@ def main():
         compiled = trainer._train_step.lower(trainer.state, batch, trainer.dropout_rng).compile()
         return backend.ynnpack_convolutions(compiled.as_text())
 
-    trainer = Trainer(config, dataset=dataset)
-    variants = {"jaxcnn": (build_run(trainer), trainer.compiler_options)}
-    on_ynnpack = {}
+    trainers = {"jaxcnn": Trainer(config, dataset=dataset)}
     if args.compare_xla_default:
-        on_ynnpack["jaxcnn"] = ynnpack_convolutions(trainer)
         chosen = backend.compiler_options
         backend.compiler_options = lambda params: ()  # the Trainer's steps: plain jax.jit
-        plain = Trainer(config, dataset=dataset)
+        trainers["xla_default"] = Trainer(config, dataset=dataset)
         backend.compiler_options = chosen
-        variants["xla_default"] = (build_run(plain), plain.compiler_options)
-        on_ynnpack["xla_default"] = ynnpack_convolutions(plain)
+    variants = {name: (build_run(t), t.compiler_options) for name, t in trainers.items()}
 
     compile_s = {}
     for name, (run, _) in variants.items():
@@ -104,6 +100,8 @@ def main():
         run(1)
         compile_s[name] = time.perf_counter() - start
         run(args.steps)  # warm-up
+    # Counted after the first steps were timed: compiling ahead of time first would warm JAX's caches.
+    on_ynnpack = {name: ynnpack_convolutions(t) for name, t in trainers.items()} if args.compare_xla_default else {}
     rates, cpu = {name: [] for name in variants}, {name: [] for name in variants}
     for _ in range(args.windows):
         for name, (run, _) in variants.items():
