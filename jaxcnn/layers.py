@@ -272,10 +272,9 @@ def _conv(x, kernel, strides, padding, dilation, groups, dtype):
     if groups == 1 and span == [1, 1] and padding in ("SAME", "VALID", [(0, 0), (0, 0)]):
         return _pointwise_conv(x, kernel, strides)
     pads = _pads(x.shape[1:3], span, strides, padding)
-    if groups == 1 and all(0 <= n + lo + hi - k < s for n, (lo, hi), k, s in zip(x.shape[1:3], pads, span, strides)):
-        return _conv_of_one_window(x, kernel, pads, dilation, span)
-    if groups == 1 and any(n < k for n, k in zip(x.shape[1:3], span)):
-        return _conv_as_patches(x, kernel, strides, padding, dilation, span)
+    one_window = all(0 <= n + lo + hi - k < s for n, (lo, hi), k, s in zip(x.shape[1:3], pads, span, strides))
+    if groups == 1 and (one_window or any(n < k for n, k in zip(x.shape[1:3], span))):
+        return _conv_as_patches(x, kernel, strides, pads, dilation, span, one_window)
     if groups == 1 and x.shape[-1] == 1 and kernel.shape[0] * kernel.shape[1] <= 25:
         return _one_channel_conv(x, kernel, tuple(strides), tuple(pads), tuple(dilation))
     return _lax_conv(x, kernel, strides, padding, dilation, groups)
@@ -373,29 +372,25 @@ def _pixels_times_kernel_bwd(residuals, dy):
 _pixels_times_kernel.defvjp(_pixels_times_kernel_fwd, _pixels_times_kernel_bwd)
 
 
-def _conv_of_one_window(x, kernel, pads, dilation, span):
-    """A convolution with one output pixel (the window covers the padded input: LeNet-5's C5,
-    a 5x5 kernel on 5x5 maps) as the Dense layer it is: the window's pixels, flattened in the
-    kernel's (H, W, in) order, times the kernel.
-
-    Why: XLA CPU's gradients of such a convolution took 2.8 ms for LeNet-5's C5 at batch 128
-    (16 -> 120 channels) against 0.3 ms as a product. Equal to the convolution in value and
-    derivatives (tests/test_layers.py)."""
-    x = jnp.pad(x, [(0, 0), *pads, (0, 0)])[:, :span[0]:dilation[0], :span[1]:dilation[1]]
-    return jnp.dot(x.reshape(x.shape[0], 1, 1, -1), kernel.reshape(-1, kernel.shape[-1]))
-
-
-def _conv_as_patches(x, kernel, strides, padding, dilation, span):
+def _conv_as_patches(x, kernel, strides, pads, dilation, span, one_window: bool):
     """The convolution as one matrix product: (every window's pixels, in the kernel's (H, W,
-    in) order) @ kernel.
+    in) order) @ kernel. With one window (one output pixel) the patches are the padded input's
+    window itself, flattened: the Dense layer such a convolution is (LeNet-5's C5, a 5x5 kernel
+    on 5x5 maps).
 
     Why: when the input is smaller than the window (VGG-16's last stage on 32x32 CIFAR
     images: 2x2 maps, 3x3 kernels, 'same' padding), XLA CPU rewrites the convolution and its
     gradients into forms that its fast convolution path does not take, ~300 ms each for
-    one 512-channel layer at batch 32 against a few ms as a product. Equal to the
-    convolution in value and derivatives (tests/test_layers.py)."""
-    x = jnp.pad(x, [(0, 0), *_pads(x.shape[1:3], span, strides, padding), (0, 0)])
-    patches = jnp.concatenate(list(_window_slices(x, kernel.shape[:2], strides, dilation)), axis=-1)
+    one 512-channel layer at batch 32 against a few ms as a product. With one output pixel its
+    gradients took 2.8 ms for LeNet-5's C5 at batch 128 (16 -> 120 channels), against 0.3 ms
+    as a product (forward and backward: 3.0 ms, 0.4 ms with the window flattened, 0.6-0.8 ms
+    with it concatenated from its slices). Equal to the convolution in value and derivatives
+    (tests/test_layers.py)."""
+    x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    if one_window:
+        patches = x[:, :span[0]:dilation[0], :span[1]:dilation[1]].reshape(x.shape[0], 1, 1, -1)
+    else:
+        patches = jnp.concatenate(list(_window_slices(x, kernel.shape[:2], strides, dilation)), axis=-1)
     return jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
 
 
