@@ -92,19 +92,19 @@ def main():
         backend.compiler_options = lambda params: ()  # the Trainer's steps: plain jax.jit
         trainers["xla_default"] = Trainer(config, dataset=dataset)
         backend.compiler_options = chosen
-    variants = {name: (build_run(t), t.compiler_options) for name, t in trainers.items()}
+    runs = {name: build_run(t) for name, t in trainers.items()}
 
     compile_s = {}
-    for name, (run, _) in variants.items():
+    for name, run in runs.items():
         start = time.perf_counter()
         run(1)
         compile_s[name] = time.perf_counter() - start
         run(args.steps)  # warm-up
     # Counted after the first steps were timed: compiling ahead of time first would warm JAX's caches.
     on_ynnpack = {name: ynnpack_convolutions(t) for name, t in trainers.items()} if args.compare_xla_default else {}
-    rates, cpu = {name: [] for name in variants}, {name: [] for name in variants}
+    rates, cpu = {name: [] for name in runs}, {name: [] for name in runs}
     for _ in range(args.windows):
-        for name, (run, _) in variants.items():
+        for name, run in runs.items():
             start, start_cpu = time.perf_counter(), time.process_time()
             run(args.steps)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
@@ -112,7 +112,7 @@ def main():
 
     def timings(name):
         return {
-            "compiler_options": dict(variants[name][1]), **({"ynnpack_convolutions": on_ynnpack[name]}
+            "compiler_options": dict(trainers[name].compiler_options), **({"ynnpack_convolutions": on_ynnpack[name]}
                                                             if name in on_ynnpack else {}),
             "compile_s": round(compile_s[name], 2),
             "images_per_s": round(statistics.median(rates[name]), 1), "best_images_per_s": round(max(rates[name]), 1),
@@ -126,7 +126,7 @@ def main():
     if args.compare_xla_default:
         result["xla_default"] = timings("xla_default")
     if args.profile:
-        run = variants["jaxcnn"][0]
+        run = runs["jaxcnn"]
         result["profile_ms_per_step"] = benchlib.op_profile(lambda: run(args.steps), args.steps, args.profile)
     benchlib.report(result, args.out)
 
