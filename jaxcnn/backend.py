@@ -5,11 +5,15 @@ On CPU, XLA hands convolutions with 32 or more input or output channels to YNNPA
 ran each of them on one core of a 2-core machine, where XLA's own (Eigen) convolution uses
 every core. 3x3 convolutions to 32 channels on 128x28x28xC, wall ms on YNNPACK -> Eigen
 (tools/bench_conv.py): C=1 0.91 -> 2.74, C=2 1.56 -> 3.32, C=3 8.14 -> 3.57, C=8 5.33 ->
-3.49, C=16 10.47 -> 5.69. So a model with a convolution of 3 or more input channels and 32
-or more channels gets its convolutions compiled for Eigen, YNNPACK keeping the matrix
-products and reductions (resnet20's train step 491 -> 389 ms), and a model whose only such
-convolutions read one or two channels (the course's CNN: one 1 -> 32 convolution) keeps
-XLA's default. README, Performance.
+3.49, C=16 10.47 -> 5.69. So a model with such a convolution gets its convolutions compiled
+for Eigen, YNNPACK keeping the matrix products and reductions (resnet20's train step 491 ->
+389 ms), unless its only such convolutions read one or two channels through a window too
+large for jaxcnn's sum of taps (`jaxcnn.layers.conv_as_taps`): YNNPACK runs those forward
+faster. A convolution jaxcnn sums as taps (the course's CNN: its one 1 -> 32 convolution)
+runs no convolution forward, and its kernel gradient, a convolution whose 128 batch rows are
+its input channels, took 5.96 ms on YNNPACK against 1.34 ms on Eigen (simple_cnn's;
+`tools/bench_conv.py --part kernel_gradient`).
+README, Performance.
 
 The option is passed per compiled function, not through XLA_FLAGS, so it needs no setting
 before JAX starts and leaves the user's own `jax.jit`s alone. A user's `XLA_FLAGS` that
@@ -24,6 +28,8 @@ import re
 
 import jax
 import numpy as np
+
+from jaxcnn import layers
 
 _YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
 CONVOLUTIONS_ON_EIGEN = ((_YNN_FUSION, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"),)
@@ -48,14 +54,16 @@ def _eigen_option_applies() -> bool:
 def compiler_options(params) -> tuple[tuple[str, str], ...]:
     """The options for compiling a model with these parameters (arrays or shapes), as
     (name, value) pairs (hashable, to key caches of compiled functions): its convolutions on
-    Eigen when one of its kernels (H, W, in, out), larger than 1x1, has `_EIGEN_INPUT_CHANNELS`
-    or more input channels and `_YNNPACK_CHANNELS` or more in or out. (1x1 convolutions are
-    matrix products in jaxcnn.layers. A depthwise kernel (H, W, channels, multiplier) counts
+    Eigen when one of its kernels (H, W, in, out), larger than 1x1, has `_YNNPACK_CHANNELS` or
+    more channels in or out and either `_EIGEN_INPUT_CHANNELS` or more input channels or a
+    window jaxcnn sums as taps (only the gradients are convolutions there). (1x1 convolutions
+    are matrix products in jaxcnn.layers. A depthwise kernel (H, W, channels, multiplier) counts
     too: in MobileNetV2 it decides nothing, as its 3-channel stem already does, and the step
     measured the same either way.)"""
     def wants_eigen(kernel_shape) -> bool:
         return (len(kernel_shape) == 4 and kernel_shape[0] * kernel_shape[1] > 1
-                and kernel_shape[2] >= _EIGEN_INPUT_CHANNELS and max(kernel_shape[2:]) >= _YNNPACK_CHANNELS)
+                and max(kernel_shape[2:]) >= _YNNPACK_CHANNELS
+                and (kernel_shape[2] >= _EIGEN_INPUT_CHANNELS or layers.conv_as_taps(kernel_shape)))
     if any(wants_eigen(np.shape(leaf)) for leaf in jax.tree.leaves(params)) and _eigen_option_applies():
         return CONVOLUTIONS_ON_EIGEN
     return ()

@@ -157,10 +157,7 @@ def _overlapping_max_fwd(x, window, strides, shape):
         else:  # strictly greater: the first maximum wins
             winner = jnp.where(piece > result, jnp.float32(tap), winner)
             result = jnp.maximum(result, piece)
-    # Divided by an array of ones XLA cannot fold (winner is finite): a division is not
-    # duplicated into its consumers, so the winners are computed once and written to memory.
-    # (`materialize`'s division by a scalar becomes a product here, which XLA does duplicate.)
-    return result, winner / (1 + 0 * winner)
+    return result, _written_once(winner)
 
 
 def _overlapping_max_bwd(window, strides, shape, winner, dy):
@@ -264,6 +261,15 @@ def materialize(x, runtime_one_from):
     return x / one
 
 
+def _written_once(x):
+    """x divided by an array of ones that XLA cannot fold (0 * x is not 0 for every float): XLA
+    does not duplicate a division into its consumers, so x is computed once and written to
+    memory. For forward passes of custom_vjp functions (their gradient rules are their own),
+    where `materialize`'s division by a scalar became a product that XLA did duplicate. An
+    infinite x becomes NaN."""
+    return x / (1 + 0 * x)
+
+
 def _conv(x, kernel, strides, padding, dilation, groups, dtype):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=dtype)
     x = materialize(x, kernel)
@@ -275,8 +281,8 @@ def _conv(x, kernel, strides, padding, dilation, groups, dtype):
     one_window = all(0 <= n + lo + hi - k < s for n, (lo, hi), k, s in zip(x.shape[1:3], pads, span, strides))
     if groups == 1 and (one_window or any(n < k for n, k in zip(x.shape[1:3], span))):
         return _conv_as_patches(x, kernel, strides, pads, dilation, span, one_window)
-    if groups == 1 and x.shape[-1] == 1 and kernel.shape[0] * kernel.shape[1] <= 25:
-        return _one_channel_conv(x, kernel, tuple(strides), tuple(pads), tuple(dilation))
+    if groups == 1 and conv_as_taps(kernel.shape):
+        return _conv_as_taps(x, kernel, tuple(strides), tuple(pads), tuple(dilation))
     return _lax_conv(x, kernel, strides, padding, dilation, groups)
 
 
@@ -285,34 +291,67 @@ def _lax_conv(x, kernel, strides, padding, dilation, groups=1):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
 
+MAX_TAP_TERMS = 27
+"""A convolution whose window holds at most this many input values (taps x input channels:
+3x3 on RGB images, 5x5 on one channel) is a sum of taps in jaxcnn (`conv_as_taps`)."""
+_TAPS_MIN_FILTERS = 16  # one AVX-512 vector of float32
+
+
+def conv_as_taps(kernel_shape) -> bool:
+    """Whether jaxcnn computes a convolution with this (H, W, in, out) kernel as a sum of
+    taps (`_conv_as_taps`): a window larger than 1x1 holding at most `MAX_TAP_TERMS` input
+    values, and 16 or more filters. (With fewer, XLA CPU left the sum unvectorized when a tanh
+    followed it: LeNet-5's C1, 5x5 to 6 filters, tanh: 14.2 ms of CPU as taps against 11.2 ms
+    as a convolution for its forward and kernel gradient; with ReLU 3.6 against 10.4 ms;
+    tools/bench_taps.py.)"""
+    return (kernel_shape[0] * kernel_shape[1] > 1 and math.prod(kernel_shape[:3]) <= MAX_TAP_TERMS
+            and kernel_shape[3] >= _TAPS_MIN_FILTERS)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _one_channel_conv(x, kernel, strides, padding, dilation):
-    return _lax_conv(x, kernel, strides, padding, dilation)
+def _conv_as_taps(x, kernel, strides, pads, dilation):
+    """The convolution as a sum, over the window's taps and the input channels, of each
+    channel's shifted (strided) slice of the padded input times that tap's row of the kernel
+    (accumulated in float32), written to memory once; its gradients are the convolution's own.
+
+    Why: a first layer (1 or 3 input channels) is little arithmetic per output, and XLA CPU's
+    convolutions run it far below their speed on wider layers, while the sum is one
+    elementwise pass. Its forward and kernel gradient, CPU ms as XLA's convolution -> as taps
+    (`python tools/bench_taps.py --model M`, compiled with the model's options):
+    simple_cnn's 128x28x28x1 -> 32 12.9 -> 4.7, resnet20's 128x32x32x3 -> 16 13.5 -> 6.5,
+    VGG-16's 32x32x32x3 -> 64 8.3 -> 5.3, MobileNetV2's 8x224x224x3 -> 32 (stride 2) 15.2 ->
+    10.9. The gradients stay XLA's convolutions (a first layer's input gradient is never
+    computed); differentiated automatically, the sum's kernel gradient is one reduction per
+    term (simple_cnn's step 3x slower)."""
+    return _conv_as_taps_plain(x, kernel, strides, pads, dilation)
 
 
-def _one_channel_conv_fwd(x, kernel, strides, padding, dilation):
-    return _lax_conv(x, kernel, strides, padding, dilation), (x, kernel)
+def _conv_as_taps_plain(x, kernel, strides, pads, dilation):
+    accumulate = jnp.promote_types(x.dtype, jnp.float32)
+    window = kernel.shape[:2]
+    rows = kernel.astype(accumulate).reshape(window[0] * window[1], x.shape[-1], kernel.shape[-1])
+    out = sum(_sum_of_taps_plain(x[..., c:c + 1].astype(accumulate), rows[:, c], window, strides, dilation, pads)
+              for c in range(x.shape[-1]))
+    # Written once: left to XLA, the sum was recomputed inside each consumer (simple_cnn: in
+    # the ReLU, in each of the max pooling's four taps and in the ReLU's gradient).
+    return _written_once(out.astype(x.dtype))
 
 
-def _one_channel_conv_bwd(strides, padding, dilation, residuals, dy):
-    """The input gradient as automatic differentiation gives it; the kernel gradient as one
-    variadic reduction over the window's taps that reads the input and dy once
-    (`_tap_weight_gradient`, as the depthwise layers). XLA CPU's kernel gradient of a
-    one-channel first convolution is a convolution off its fast path: 7.0 ms against 2.5 ms
-    for LeNet-5's C1 at batch 128 alone; LeNet-5's train step fell from 18.6-19.7 to
-    16.0-17.7 ms (tools/bench_train_step.py)."""
+def _conv_as_taps_fwd(x, kernel, strides, pads, dilation):
+    return _conv_as_taps_plain(x, kernel, strides, pads, dilation), (x, kernel)
+
+
+def _conv_as_taps_bwd(strides, pads, dilation, residuals, dy):
     x, kernel = residuals
-    _, input_grad = jax.vjp(lambda x: _lax_conv(x, kernel, strides, padding, dilation), x)
-    kernel_grad = _tap_weight_gradient(x, dy, kernel.shape[:2], strides, dilation, padding)
-    return input_grad(dy)[0], kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
+    return jax.vjp(lambda x, kernel: _lax_conv(x, kernel, strides, pads, dilation), x, kernel)[1](dy)
 
 
-_one_channel_conv.defvjp(_one_channel_conv_fwd, _one_channel_conv_bwd)
+_conv_as_taps.defvjp(_conv_as_taps_fwd, _conv_as_taps_bwd)
 
 
 def _tap_weight_gradient(x, dy, window, strides, dilation, padding):
     """(taps, C): for each offset of the window, the padded input's slice times dy, summed
-    over the pixels; a one-channel input broadcasts over dy's channels."""
+    over the pixels."""
     pieces = _window_slices(jnp.pad(x, [(0, 0), *padding, (0, 0)]), window, strides, dilation)
     return _sums_over_pixels([piece * dy for piece in pieces])
 

@@ -57,8 +57,12 @@ def test_convolutions_of_many_channels_are_compiled_for_xla_own_kernels_with_the
 @cpu_only
 def test_which_models_get_the_option(fresh_options):
     eigen = backend.CONVOLUTIONS_ON_EIGEN
-    assert backend.compiler_options(_kernels((3, 3, 1, 32))) == ()  # the course's CNN: YNNPACK is faster
-    assert backend.compiler_options(_kernels((3, 3, 2, 64))) == ()  # two channels: YNNPACK is faster
+    # One or two channels through a window jaxcnn sums as taps: only the gradients are convolutions.
+    assert backend.compiler_options(_kernels((3, 3, 1, 32))) == eigen  # the course's CNN
+    assert backend.compiler_options(_kernels((3, 3, 2, 64))) == eigen
+    # Through a larger window (a convolution in jaxcnn too), YNNPACK runs them forward faster.
+    assert backend.compiler_options(_kernels((7, 7, 1, 32))) == ()
+    assert backend.compiler_options(_kernels((5, 5, 2, 32))) == ()
     assert backend.compiler_options(_kernels((5, 5, 1, 6), (5, 5, 6, 16))) == ()  # LeNet-5: none for YNNPACK
     assert backend.compiler_options(_kernels((1, 1, 64, 256))) == ()  # 1x1: a matrix product in jaxcnn
     assert backend.compiler_options(_kernels((3, 3, 1, 32), (3, 3, 32, 64))) == eigen
@@ -82,14 +86,15 @@ def test_an_option_this_jaxlib_rejects_leaves_the_default(fresh_options):
 
 
 @cpu_only
-@pytest.mark.parametrize("filters, on_ynnpack", [("32", True), ("((32, 64),)", False)])
-def test_the_trainer_compiles_its_steps_with_the_options_of_its_model(fresh_options, filters, on_ynnpack):
+@pytest.mark.parametrize("filters, kernel_size, on_ynnpack", [("32", "7", True), ("((32, 64),)", "3", False)])
+def test_the_trainer_compiles_its_steps_with_the_options_of_its_model(fresh_options, filters, kernel_size, on_ynnpack):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(16, 12, 12, 1), dtype=np.uint8)
     labels = rng.integers(0, 3, size=16).astype(np.int32)
     dataset = Dataset("random", Split(images, labels), None, Split(images, labels), ["a", "b", "c"], 255.0)
     config = config_lib.apply_overrides(config_lib.get_config(), {
-        "model": "simple_cnn", "model_kwargs.filters": filters, "batch_size": "8", "verbose": "0", "epochs": "1"})
+        "model": "simple_cnn", "model_kwargs.filters": filters, "model_kwargs.kernel_size": kernel_size,
+        "batch_size": "8", "verbose": "0", "epochs": "1"})
     trainer = Trainer(config, dataset=dataset)
     batch = next(iter(trainer.train_data.batches(trainer.shuffle_rng, 0)))
     train = trainer._train_step.lower(trainer.state, batch, trainer.dropout_rng).compile().as_text()

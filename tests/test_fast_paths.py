@@ -78,3 +78,21 @@ def test_the_depthwise_benchmark_times_the_same_gradients_in_both_forms():
                            for form in ("automatic", "jaxcnn"))
         for got, expected in zip(ours, automatic):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_taps_benchmark_finds_the_first_convolutions_and_times_the_same_gradients_in_both_forms():
+    """tools/bench_taps.py times the convolutions of few input values per window it finds:
+    resnet20's 3-channel stem only, simple_cnn's one-channel convolution only."""
+    import bench_taps
+
+    shapes = bench_taps.few_input_shapes("resnet20", (32, 32, 3), 2)
+    assert list(shapes.items()) == [(((2, 32, 32, 3), (3, 3, 3, 16), (1, 1), ((1, 1), (1, 1)), (1, 1)), 1)]
+    (key, count), = bench_taps.few_input_shapes("simple_cnn", (28, 28, 1), 2).items()
+    assert key[1] == (3, 3, 1, 32) and count == 1
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+    kernel, bias = jax.random.normal(jax.random.key(1), (3, 3, 3, 16)), jnp.zeros(16)
+    for activation in ("relu", "tanh"):
+        convolution, taps = (bench_taps.gradient_fn(form, (2, 2), ((1, 1), (0, 1)), (1, 1), activation, ())(kernel, bias, x)
+                             for form in bench_taps.FORMS)
+        for got, expected in zip(taps, convolution):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -211,16 +211,36 @@ def test_pointwise_convolution_is_the_lax_convolution(size, strides, padding, ch
 
 
 @pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
-    ((12, 12), (5, 5, 1, 6), (1, 1), "valid", (1, 1)),           # LeNet-5's C1
-    ((10, 9), (3, 3, 1, 4), (2, 2), "same", (1, 1)),
-    ((9, 9), (3, 3, 1, 4), (1, 2), ((2, 1), (0, 3)), (2, 1)),
+    ((12, 12), (3, 3, 1, 32), (1, 1), "valid", (1, 1)),          # the course's CNN
+    ((10, 9), (3, 3, 3, 16), (2, 2), "same", (1, 1)),            # an RGB stem, strided
+    ((12, 12), (5, 5, 1, 16), (1, 1), "valid", (1, 1)),
+    ((9, 9), (3, 3, 2, 16), (1, 2), ((2, 1), (0, 3)), (2, 1)),   # explicit padding, dilated
 ])
-def test_one_channel_convolution_is_the_lax_convolution(size, kernel_shape, strides, padding, dilation):
-    x = jax.random.normal(jax.random.key(0), (3, *size, 1))
+def test_convolution_of_few_input_values_is_the_lax_convolution(size, kernel_shape, strides, padding, dilation):
+    x = jax.random.normal(jax.random.key(0), (3, *size, kernel_shape[2]))
     kernel = jax.random.normal(jax.random.key(1), kernel_shape)
     ours = lambda x, k: layers._conv(x, k, strides, padding, dilation, 1, None)
-    assert "custom_vjp" in str(jax.make_jaxpr(ours)(x, kernel))  # the one-reduction kernel gradient ran
+    jaxpr = str(jax.make_jaxpr(ours)(x, kernel))
+    assert "custom_vjp" in jaxpr and "conv_general_dilated" not in jaxpr  # the sum of taps ran forward
     _same_values_and_gradients(ours, lambda x, k: _lax_conv(x, k, strides, padding, dilation), x, kernel)
+
+
+def test_convolution_of_few_input_values_in_bfloat16_accumulates_in_float32():
+    x = jax.random.normal(jax.random.key(0), (2, 10, 10, 3), jnp.bfloat16)
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 16), jnp.bfloat16)
+    ours = layers._conv(x, kernel, 1, "same", 1, 1, None)
+    exact = _lax_conv(x.astype(jnp.float32), kernel.astype(jnp.float32), (1, 1), "SAME", (1, 1))
+    assert ours.dtype == jnp.bfloat16
+    np.testing.assert_allclose(ours.astype(jnp.float32), exact, rtol=1e-2, atol=1e-2)  # bfloat16's rounding only
+
+
+def test_which_convolutions_are_sums_of_taps():
+    assert layers.conv_as_taps((3, 3, 1, 32)) and layers.conv_as_taps((3, 3, 3, 16))
+    assert layers.conv_as_taps((5, 5, 1, 16))                # 25 input values
+    assert not layers.conv_as_taps((5, 5, 1, 6))            # LeNet-5's C1: fewer than 16 filters
+    assert not layers.conv_as_taps((7, 7, 3, 64))           # ResNet-50's stem: 147 input values
+    assert not layers.conv_as_taps((3, 3, 4, 32))           # 36 input values
+    assert not layers.conv_as_taps((1, 1, 3, 32))           # 1x1: a matrix product
 
 
 @pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
