@@ -243,6 +243,15 @@ def conv_padding(padding: Padding) -> str | list[tuple[int, int]]:
                      f"got {padding!r}")
 
 
+def _conv_geometry(sizes, window, strides, padding: Padding, dilation):
+    """A convolution's strides and dilation as pairs, its dilated window's extent (span), and
+    its padding as explicit (before, after) pairs over `sizes` (H, W), as lax resolves 'same'
+    (the odd cell after)."""
+    strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation_rate")
+    span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation))
+    return strides, dilation, span, tuple(_pads(sizes, span, strides, conv_padding(padding)))
+
+
 def materialize(x, runtime_one_from):
     """`x` itself (bit for bit, value and gradient), divided by a 1 that XLA cannot fold
     (computed from `runtime_one_from`'s first element), so that x is written to memory
@@ -273,16 +282,15 @@ def _written_once(x):
 def _conv(x, kernel, strides, padding, dilation, groups, dtype):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=dtype)
     x = materialize(x, kernel)
-    strides, dilation, padding = _pair(strides, "strides"), _pair(dilation, "dilation_rate"), conv_padding(padding)
-    span = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:2], dilation)]
-    if groups == 1 and span == [1, 1] and padding in ("SAME", "VALID", [(0, 0), (0, 0)]):
+    padding = conv_padding(padding)
+    strides, dilation, span, pads = _conv_geometry(x.shape[1:3], kernel.shape[:2], strides, padding, dilation)
+    if groups == 1 and span == (1, 1) and padding in ("SAME", "VALID", [(0, 0), (0, 0)]):
         return _pointwise_conv(x, kernel, strides)
-    pads = _pads(x.shape[1:3], span, strides, padding)
     one_window = all(0 <= n + lo + hi - k < s for n, (lo, hi), k, s in zip(x.shape[1:3], pads, span, strides))
     if groups == 1 and (one_window or any(n < k for n, k in zip(x.shape[1:3], span))):
         return _conv_as_patches(x, kernel, strides, pads, dilation, span, one_window)
     if groups == 1 and conv_as_taps(kernel.shape):
-        return _conv_as_taps(x, kernel, tuple(strides), tuple(pads), tuple(dilation))
+        return _conv_as_taps(x, kernel, strides, pads, dilation)
     return _lax_conv(x, kernel, strides, padding, dilation, groups)
 
 
@@ -297,15 +305,20 @@ MAX_TAP_TERMS = 27
 _TAPS_MIN_FILTERS = 16  # one AVX-512 vector of float32
 
 
+def few_input_values(kernel_shape) -> bool:
+    """Whether a convolution with this (H, W, in, out) kernel has a window larger than 1x1
+    holding at most `MAX_TAP_TERMS` input values."""
+    return kernel_shape[0] * kernel_shape[1] > 1 and math.prod(kernel_shape[:3]) <= MAX_TAP_TERMS
+
+
 def conv_as_taps(kernel_shape) -> bool:
     """Whether jaxcnn computes a convolution with this (H, W, in, out) kernel as a sum of
-    taps (`_conv_as_taps`): a window larger than 1x1 holding at most `MAX_TAP_TERMS` input
-    values, and 16 or more filters. (With fewer, XLA CPU left the sum unvectorized when a tanh
+    taps (`_conv_as_taps`): few input values per window (`few_input_values`) and 16 or more
+    filters. (With fewer, XLA CPU left the sum unvectorized when a tanh
     followed it: LeNet-5's C1, 5x5 to 6 filters, tanh: 14.2 ms of CPU as taps against 11.2 ms
     as a convolution for its forward and kernel gradient; with ReLU 3.6 against 10.4 ms;
     tools/bench_taps.py.)"""
-    return (kernel_shape[0] * kernel_shape[1] > 1 and math.prod(kernel_shape[:3]) <= MAX_TAP_TERMS
-            and kernel_shape[3] >= _TAPS_MIN_FILTERS)
+    return few_input_values(kernel_shape) and kernel_shape[3] >= _TAPS_MIN_FILTERS
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -491,9 +504,7 @@ def _depthwise_operands(x, depthwise_kernel, strides, padding, dilation, dtype):
     dilation and explicit padding pairs (as lax resolves 'same': the odd cell after)."""
     x, depthwise_kernel = nn.dtypes.promote_dtype(x, depthwise_kernel, dtype=dtype)
     kh, kw, channels, multiplier = depthwise_kernel.shape
-    strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation_rate")
-    span = [(k - 1) * d + 1 for k, d in zip((kh, kw), dilation)]
-    pads = tuple(_pads(x.shape[1:3], span, strides, conv_padding(padding)))
+    strides, dilation, _, pads = _conv_geometry(x.shape[1:3], (kh, kw), strides, padding, dilation)
     if multiplier > 1:  # output channel c * multiplier + m reads input channel c
         x = jnp.repeat(x, multiplier, axis=-1)
     return x, depthwise_kernel.reshape(kh * kw, channels * multiplier), (kh, kw), strides, dilation, pads

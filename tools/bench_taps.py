@@ -29,15 +29,12 @@ ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "linear": lambda y: y}
 def few_input_shapes(model: str, shape, batch: int) -> collections.Counter:
     """(input shape, kernel shape, strides, pads, dilation) of every convolution of `model`
     whose window holds at most MAX_TAP_TERMS input values, with counts."""
-    import math
-
     from jaxcnn import layers
 
     def key(x, kernel, strides, padding, dilation, groups, dtype):
-        if groups == 1 and kernel.shape[0] * kernel.shape[1] > 1 and math.prod(kernel.shape[:3]) <= layers.MAX_TAP_TERMS:
-            strides, dilation = layers._pair(strides, "strides"), layers._pair(dilation, "dilation_rate")
-            span = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:2], dilation)]
-            pads = tuple(layers._pads(x.shape[1:3], span, strides, layers.conv_padding(padding)))
+        if groups == 1 and layers.few_input_values(kernel.shape):
+            strides, dilation, _, pads = layers._conv_geometry(x.shape[1:3], kernel.shape[:2], strides, padding,
+                                                               dilation)
             return tuple(x.shape), tuple(kernel.shape), strides, pads, dilation
 
     return benchlib.layer_calls("_conv", model, shape, batch, key)
