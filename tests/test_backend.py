@@ -1,5 +1,6 @@
 """jaxcnn's compiled steps give convolutions to XLA's own CPU kernels (jaxcnn.backend), with
-the results of plain `jax.jit`, and a user's XLA_FLAGS wins (speed: tools/bench_conv.py)."""
+the results of plain `jax.jit`, and a user's XLA_FLAGS wins (speed: tools/bench_conv.py).
+These are the convolutions XLA runs: the tests switch jaxcnn's oneDNN convolutions off."""
 
 import json
 import os
@@ -11,13 +12,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import backend, config as config_lib
+from jaxcnn import backend, config as config_lib, onednn
 from jaxcnn.data import Dataset, Split
 from jaxcnn.train import Trainer
 
 from conftest import REPO
 
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are for XLA CPU")
+
+
+@pytest.fixture(autouse=True)
+def xla_convolutions():
+    with onednn.switched_off():
+        yield
 
 
 @pytest.fixture

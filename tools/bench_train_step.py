@@ -6,6 +6,7 @@ device, jitted sharded train step, on-device metric merge), on random data.
     python tools/bench_train_step.py --model mlp --out bench.json
     python tools/bench_train_step.py --profile 15            # also the 15 costliest XLA ops of a window
     python tools/bench_train_step.py --model resnet20 --shape 32x32x3 --compare-xla-default
+    python tools/bench_train_step.py --model resnet20 --shape 32x32x3 --compare-xla-convolutions
 
 Reports the compile (first step) time and the steady-state images/s: the median of
 `--windows` timed windows of `--steps` steps each, after warm-up, and the best window
@@ -15,9 +16,12 @@ step of all the process' threads (steadier when other jobs share the cores).
 `--compare-xla-default` also builds the same step compiled with XLA's default CPU kernels
 instead of jaxcnn's choice (`jaxcnn.backend.compiler_options`) and times the two in
 alternating windows in one process, so that the machine's drift falls on both alike.
+`--compare-xla-convolutions` does the same for the step with XLA's convolutions instead of
+oneDNN's (`jaxcnn.onednn`: the step traced under `onednn.switched_off()`).
 """
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -42,6 +46,8 @@ def main():
                         help="trace one more window with jax.profiler and print its N costliest XLA ops")
     parser.add_argument("--compare-xla-default", action="store_true",
                         help="also time the step compiled with XLA's default kernels, in alternating windows")
+    parser.add_argument("--compare-xla-convolutions", action="store_true",
+                        help="also time the step with XLA's convolutions instead of oneDNN's, in alternating windows")
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args()
 
@@ -63,7 +69,7 @@ def main():
                       [str(i) for i in range(args.classes)], 255.0)
     config = config_lib.apply_overrides(config_lib.get_config(), {
         "model": args.model, "batch_size": str(args.batch), "optimizer": args.optimizer, "verbose": "0"})
-    from jaxcnn import backend
+    from jaxcnn import backend, onednn
     from jaxcnn.train import steps
 
     def build_run(trainer):
@@ -92,12 +98,18 @@ def main():
         backend.compiler_options = lambda params: ()  # the Trainer's steps: plain jax.jit
         trainers["xla_default"] = Trainer(config, dataset=dataset)
         backend.compiler_options = chosen
+    # The step is traced at its first call: within this context for each variant.
+    tracing = {name: contextlib.nullcontext for name in trainers}
+    if args.compare_xla_convolutions:
+        trainers["xla_convolutions"] = Trainer(config, dataset=dataset)
+        tracing["xla_convolutions"] = onednn.switched_off
     runs = {name: build_run(t) for name, t in trainers.items()}
 
     compile_s = {}
     for name, run in runs.items():
         start = time.perf_counter()
-        run(1)
+        with tracing[name]():
+            run(1)
         compile_s[name] = time.perf_counter() - start
         run(args.steps)  # warm-up
     # Counted after the first steps were timed: compiling ahead of time first would warm JAX's caches.
@@ -123,8 +135,9 @@ def main():
         }
     result = {"model": args.model, "input": args.shape, "batch": args.batch, "optimizer": args.optimizer,
               "pool": args.pool, **timings("jaxcnn")}
-    if args.compare_xla_default:
-        result["xla_default"] = timings("xla_default")
+    for name in ("xla_default", "xla_convolutions"):
+        if name in trainers:
+            result[name] = timings(name)
     if args.profile:
         run = runs["jaxcnn"]
         result["profile_ms_per_step"] = benchlib.op_profile(lambda: run(args.steps), args.steps, args.profile)

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn import onednn
 from jaxcnn.errors import UserError
 
 
@@ -119,7 +120,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") ->
     layers, variables = trace_layers(model, input_shape, name)
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
     try:
-        cost = forward.lower(variables, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)).cost_analysis()
+        with onednn.switched_off():  # XLA counts its own convolutions' FLOPs, not oneDNN's (custom calls)
+            cost = forward.lower(variables, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)).cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops = float(cost["flops"]) if cost and "flops" in cost else None
     except NotImplementedError:
