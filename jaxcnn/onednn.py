@@ -126,6 +126,8 @@ def supports(x_shape, kernel_shape, dtype, strides, pads, dilation, groups) -> b
 
 
 def _call(target, out_shape, dtype, a, b, strides, pads, dilation, groups):
+    if _library() is None:  # also registers the handlers on first use
+        raise RuntimeError("jaxcnn's oneDNN convolutions are not available here (see jaxcnn.onednn.enabled)")
     return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, dtype), vmap_method="sequential")(
         a, b, strides=np.asarray(strides, np.int64), padding_lo=np.asarray([p[0] for p in pads], np.int64),
         padding_hi=np.asarray([p[1] for p in pads], np.int64), dilation=np.asarray(dilation, np.int64),

@@ -15,6 +15,8 @@ from jaxcnn import config as config_lib, layers, onednn
 from jaxcnn.data import Dataset, Split
 from jaxcnn.train import Trainer
 
+from conftest import run_python
+
 BUILT_HERE = sys.platform == "linux" and platform.machine() == "x86_64"
 needs_onednn = pytest.mark.skipif(not onednn.enabled(), reason="oneDNN convolutions need one x86-64 Linux CPU device")
 
@@ -27,6 +29,15 @@ def test_the_library_is_built_and_used_on_x86_64_linux():
     assert onednn._extension_path() is not None, "jaxcnn/_onednn_conv*.so is missing: reinstall with a C++ compiler"
     assert onednn._library() is not None, "the oneDNN library (pip package onednn-cpu-gomp) did not load"
     assert onednn.enabled()
+
+
+@needs_onednn
+def test_the_first_call_in_a_process_registers_the_handlers():
+    result = run_python("import jax.numpy as jnp; from jaxcnn import onednn; "
+                        "print(float(onednn.conv(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), (1, 1), "
+                        "((1, 1), (1, 1)), (1, 1)).sum()))")
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split()[-1]) == 2 * 4 * (36 * 27 + 4 * 6 * 18 + 4 * 12)  # corners, edges, interior
 
 
 def _lax(x, kernel, strides, pads, dilation, groups):
