@@ -72,6 +72,17 @@ memory::desc WeightsDesc(const Geometry& g, memory::data_type dt, memory::format
                       tag == memory::format_tag::any ? tag : memory::format_tag::hwigo);
 }
 
+// The reorders between the user's kernel layout and the primitive's, where they differ.
+std::shared_ptr<Plan> WithReorders(std::shared_ptr<Plan> plan) {
+  auto& engine = Engine();
+  plan->reorder = plan->weights != plan->user_weights;
+  if (plan->reorder) {
+    plan->to_weights = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->user_weights, engine, plan->weights));
+    plan->from_weights = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->weights, engine, plan->user_weights));
+  }
+  return plan;
+}
+
 std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, const Geometry& g) {
   auto& engine = Engine();
   auto plan = std::make_shared<Plan>();
@@ -105,12 +116,7 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, const Geometry& 
     plan->weights = pd.diff_weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
   }
-  plan->reorder = plan->weights != plan->user_weights;
-  if (plan->reorder) {
-    plan->to_weights = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->user_weights, engine, plan->weights));
-    plan->from_weights = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->weights, engine, plan->user_weights));
-  }
-  return plan;
+  return WithReorders(plan);
 }
 
 // Plans are built once per pass, data type and geometry (batch size included).
@@ -133,10 +139,11 @@ dnnl::stream& ThreadStream() {
   return stream;
 }
 
-char* ThreadScratchpad(size_t size) {
-  thread_local std::vector<char> buffer;
-  if (buffer.size() < size) buffer.resize(size);
-  return buffer.data();
+// This thread's buffer number `which` (0: scratchpads, 1: kernels), at least `size` bytes.
+char* ThreadBuffer(int which, size_t size) {
+  thread_local std::vector<char> buffers[2];
+  if (buffers[which].size() < size) buffers[which].resize(size);
+  return buffers[which].data();
 }
 
 size_t ByteWidth(memory::data_type dt) { return dt == memory::data_type::f32 ? 4 : 2; }
@@ -146,41 +153,44 @@ struct Call {
   Pass pass;
   memory::data_type dt;
   Geometry g;
-  char *a, *b, *out;       // forward: x, kernel -> y; data: dy, kernel -> dx; weights: x, dy -> dk
-  char* weights = nullptr;  // forward and data: the kernel in the primitive's format
+  char *a, *b, *out;  // forward: x, kernel -> y; data: dy, kernel -> dx; weights: x, dy -> dk
   int64_t chunk = 0, chunks = 1;
-  std::unique_ptr<char[]> partials;  // backward weights: each chunk's kernel gradient, primitive's format
+  std::unique_ptr<char[]> partials;  // backward weights: each chunk's kernel gradient, in the user's layout
   size_t partial_bytes = 0;
 
   std::atomic<int64_t> next{0}, done{0};
   std::mutex error_mutex;
   std::string error;
 
-  // Runs images [first, first + count) on the calling thread.
+  // Runs images [first, first + count) on the calling thread. Each chunk's primitive has its own
+  // kernel format (oneDNN may pick another for another batch size: its inner product did, when
+  // dense layers were tried here), so each chunk reorders the kernel, or its kernel gradient
+  // into `weights_out` (the user's HWIO layout), itself.
   void RunImages(int64_t first, int64_t count, char* weights_out) {
     Geometry part = g;
     part.n = count;
     auto plan = GetPlan(pass, dt, part);
     auto& engine = Engine();
     auto& stream = ThreadStream();
-    memory scratchpad(plan->scratchpad, engine, ThreadScratchpad(plan->scratchpad.get_size()));
+    memory scratchpad(plan->scratchpad, engine, ThreadBuffer(0, plan->scratchpad.get_size()));
+    memory user(plan->user_weights, engine, pass == kBackwardWeights ? weights_out : b);
+    memory w = plan->reorder ? memory(plan->weights, engine, ThreadBuffer(1, plan->weights.get_size())) : user;
+    if (plan->reorder && pass != kBackwardWeights) plan->to_weights.execute(stream, user, w);
     size_t x_image = static_cast<size_t>(g.h * g.w * g.c) * ByteWidth(dt);
     size_t y_image = static_cast<size_t>(g.oh * g.ow * g.o) * ByteWidth(dt);
     if (pass == kForward) {
       memory x(plan->x, engine, a + first * x_image), y(plan->y, engine, out + first * y_image);
-      memory w(plan->weights, engine, weights);
       plan->conv.execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y},
                                   {DNNL_ARG_SCRATCHPAD, scratchpad}});
     } else if (pass == kBackwardData) {
       memory dy(plan->y, engine, a + first * y_image), dx(plan->x, engine, out + first * x_image);
-      memory w(plan->weights, engine, weights);
       plan->conv.execute(stream, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, dx},
                                   {DNNL_ARG_SCRATCHPAD, scratchpad}});
     } else {
       memory x(plan->x, engine, a + first * x_image), dy(plan->y, engine, b + first * y_image);
-      memory dw(plan->weights, engine, weights_out);
-      plan->conv.execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw},
+      plan->conv.execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, w},
                                   {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      if (plan->reorder) plan->from_weights.execute(stream, w, user);
     }
     stream.wait();
   }
@@ -191,8 +201,8 @@ struct Call {
     for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
       try {
         int64_t first = i * chunk;
-        RunImages(first, std::min(chunk, g.n - first),
-                  pass == kBackwardWeights ? partials.get() + i * partial_bytes : nullptr);
+        char* weights_out = pass != kBackwardWeights ? nullptr : chunks == 1 ? out : partials.get() + i * partial_bytes;
+        RunImages(first, std::min(chunk, g.n - first), weights_out);
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lock(error_mutex);
         error = e.what();
@@ -202,30 +212,37 @@ struct Call {
   }
 };
 
-// Sums `count` float32 arrays of `size` elements, laid out one after another, into the first.
-void SumPartials(float* partials, int64_t count, size_t size) {
-  for (int64_t i = 1; i < count; ++i) {
+// out = the sum of `count` float32 arrays of `size` elements laid out one after another.
+void SumPartials(const float* partials, int64_t count, size_t size, float* out) {
+  for (size_t j = 0; j < size; ++j) out[j] = partials[j] + partials[size + j];
+  for (int64_t i = 2; i < count; ++i) {
     const float* p = partials + i * size;
-    for (size_t j = 0; j < size; ++j) partials[j] += p[j];
+    for (size_t j = 0; j < size; ++j) out[j] += p[j];
   }
 }
 
-ffi::Error Execute(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                   ffi::Result<ffi::AnyBuffer> out, ffi::Span<const int64_t> strides,
-                   ffi::Span<const int64_t> padding_lo, ffi::Span<const int64_t> padding_hi,
-                   ffi::Span<const int64_t> dilation, int64_t groups) {
+// The operands' shapes, whichever pass: x's, the kernel's and y's.
+struct Shapes {
+  ffi::Span<const int64_t> x, kernel, y;
+};
+
+Shapes OperandShapes(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer>& out) {
+  return {pass == kBackwardData ? out->dimensions() : a.dimensions(),
+          pass == kBackwardWeights ? out->dimensions() : b.dimensions(),
+          pass == kForward ? out->dimensions() : (pass == kBackwardData ? a.dimensions() : b.dimensions())};
+}
+
+// Runs one pass of geometry g: forward a = x, b = kernel -> y; data a = dy, b = kernel -> dx;
+// weights a = x, b = dy -> dk.
+ffi::Error Execute(Pass pass, ffi::ThreadPool pool, const Geometry& geometry, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                   ffi::Result<ffi::AnyBuffer>& out) {
   if (a.element_type() != ffi::F32 || b.element_type() != ffi::F32 || out->element_type() != ffi::F32) {
     return ffi::Error::InvalidArgument("jaxcnn's oneDNN convolution takes float32 operands only");
   }
   auto call = std::make_shared<Call>();
   call->pass = pass;
   call->dt = memory::data_type::f32;
-  auto xs = pass == kBackwardData ? out->dimensions() : a.dimensions();
-  auto ks = pass == kBackwardWeights ? out->dimensions() : b.dimensions();
-  auto ys = pass == kForward ? out->dimensions() : (pass == kBackwardData ? a.dimensions() : b.dimensions());
-  call->g = Geometry{xs[0], xs[1], xs[2], xs[3], ks[3], ks[0], ks[1], ys[1], ys[2], groups,
-                     {strides[0], strides[1]}, {dilation[0], dilation[1]},
-                     {padding_lo[0], padding_lo[1]}, {padding_hi[0], padding_hi[1]}};
+  call->g = geometry;
   call->a = static_cast<char*>(a.untyped_data());
   call->b = static_cast<char*>(b.untyped_data());
   call->out = static_cast<char*>(out->untyped_data());
@@ -233,40 +250,19 @@ ffi::Error Execute(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBu
   int64_t threads = std::max<int64_t>(1, pool.num_threads());
   try {
     omp_set_num_threads(1);  // before any primitive is built or run on this thread
-    auto plan = GetPlan(pass, call->dt, g);  // the whole batch: for the weights format
-    auto& engine = Engine();
-    auto& stream = ThreadStream();
-    std::unique_ptr<char[]> weights;  // uninitialized: written whole by the reorder
-    if (pass != kBackwardWeights) {
-      call->weights = call->b;
-      if (plan->reorder) {
-        weights.reset(new char[plan->weights.get_size()]);
-        memory user(plan->user_weights, engine, call->b), blocked(plan->weights, engine, weights.get());
-        plan->to_weights.execute(stream, user, blocked);
-        stream.wait();
-        call->weights = weights.get();
-      }
-    }
     call->chunk = (g.n + threads - 1) / threads;
     call->chunks = (g.n + call->chunk - 1) / call->chunk;
-    if (pass == kBackwardWeights) {
-      call->partial_bytes = plan->weights.get_size();
+    if (pass == kBackwardWeights && call->chunks > 1) {
+      call->partial_bytes = static_cast<size_t>(g.kh * g.kw * (g.c / g.groups) * g.o) * ByteWidth(call->dt);
       call->partials.reset(new char[call->chunks * call->partial_bytes]);  // each written whole by its chunk
     }
     for (int64_t t = 1; t < call->chunks; ++t) pool.Schedule([call] { call->Work(); });
     call->Work();
     while (call->done.load() < call->chunks) std::this_thread::yield();
     if (!call->error.empty()) return ffi::Error::Internal("oneDNN convolution: " + call->error);
-    if (pass == kBackwardWeights) {
-      SumPartials(reinterpret_cast<float*>(call->partials.get()), call->chunks, call->partial_bytes / 4);
-      memory summed(plan->weights, engine, call->partials.get());
-      if (plan->reorder) {
-        memory user(plan->user_weights, engine, call->out);
-        plan->from_weights.execute(stream, summed, user);
-        stream.wait();
-      } else {
-        std::memcpy(call->out, call->partials.get(), call->partial_bytes);
-      }
+    if (pass == kBackwardWeights && call->chunks > 1) {
+      SumPartials(reinterpret_cast<const float*>(call->partials.get()), call->chunks, call->partial_bytes / 4,
+                  reinterpret_cast<float*>(call->out));
     }
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("oneDNN convolution: ") + e.what());
@@ -275,10 +271,14 @@ ffi::Error Execute(Pass pass, ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBu
 }
 
 template <Pass pass>
-ffi::Error ExecutePass(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+ffi::Error ExecuteConv(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
                        ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_lo,
                        ffi::Span<const int64_t> padding_hi, ffi::Span<const int64_t> dilation, int64_t groups) {
-  return Execute(pass, pool, a, b, out, strides, padding_lo, padding_hi, dilation, groups);
+  Shapes s = OperandShapes(pass, a, b, out);
+  Geometry g{s.x[0], s.x[1], s.x[2], s.x[3], s.kernel[3], s.kernel[0], s.kernel[1], s.y[1], s.y[2], groups,
+             {strides[0], strides[1]}, {dilation[0], dilation[1]}, {padding_lo[0], padding_lo[1]},
+             {padding_hi[0], padding_hi[1]}};
+  return Execute(pass, pool, g, a, b, out);
 }
 
 }  // namespace
@@ -295,9 +295,9 @@ ffi::Error ExecutePass(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
       .Attr<ffi::Span<const int64_t>>("dilation")   \
       .Attr<int64_t>("groups")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_conv_forward, ExecutePass<kForward>, JAXCNN_CONV_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_conv_backward_data, ExecutePass<kBackwardData>, JAXCNN_CONV_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_conv_backward_weights, ExecutePass<kBackwardWeights>,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_conv_forward, ExecuteConv<kForward>, JAXCNN_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_conv_backward_data, ExecuteConv<kBackwardData>, JAXCNN_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_conv_backward_weights, ExecuteConv<kBackwardWeights>,
                               JAXCNN_CONV_BINDING);
 
 // Whether oneDNN builds all three passes of a float32 convolution with this geometry:
