@@ -303,10 +303,11 @@ def _conv(x, kernel, strides, padding, dilation, groups, dtype):
 
 ONEDNN_MIN_OUTPUT_PIXELS = 32
 """Convolutions with fewer output pixels per image than this stay XLA's (or jaxcnn's product of
-patches): with so few pixels oneDNN was the slower. VGG-16's 3x3 512 -> 512 layers at batch 32,
-forward / input / kernel gradient ms, XLA -> oneDNN: on 4x4 maps 9.5 / 11.3 / 8.4 -> 11.4 /
-10.9 / 11.0, on 2x2 maps (patches) 2.7 / 2.9 / 2.5 -> 7.4 / 6.6 / 6.6; on 8x8 maps 8.1 / 8.7 /
-9.3 -> 7.2 / 7.4 / 8.3."""
+patches): with so few pixels oneDNN was the slower. 3x3 convolutions, forward / input / kernel
+gradient ms, XLA -> oneDNN (`python tools/bench_onednn.py --shapes ...`): VGG-16's 512 -> 512 at
+batch 32 on 2x2 maps (patches) 2.83 / 2.83 / 2.63 -> 6.87 / 7.06 / 9.33, on 4x4 maps 9.29 /
+11.22 / 8.41 -> 12.10 / 12.07 / 14.85; 256 -> 256 on 8x8 maps 8.27 / 8.85 / 9.59 -> 6.93 / 7.04 /
+8.80; 64 -> 64 at batch 128 on 6x6 maps 1.92 / 1.65 / 2.50 -> 0.91 / 0.93 / 1.19."""
 
 
 def on_onednn(x, kernel_shape, strides, pads, dilation, groups) -> bool:
