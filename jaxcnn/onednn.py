@@ -3,9 +3,10 @@ called from XLA through its FFI (`jaxcnn/onednn_conv.cc`, built when jaxcnn is i
 Intel's `onednn-cpu-gomp` library from PyPI).
 
 Why: XLA's own CPU convolutions are far slower than oneDNN's on this kind of machine, most of
-all for their gradients. 3x3 convolutions at batch 128, forward / input gradient / kernel
-gradient in ms, XLA -> oneDNN: ResNet-20's 32x32x16 -> 16 5.79 / 5.70 / 10.61 -> 1.99 / 1.91 /
-1.67; 16x16x32 -> 32 2.66 / 2.62 / 7.87 -> 1.60 / 1.63 / 1.61 (README, Performance).
+all for their gradients. At batch 128, forward / input gradient / kernel gradient in ms, XLA ->
+oneDNN (`python tools/bench_onednn.py`): ResNet-20's 3x3 16x16x32 -> 32 3.26 / 3.01 / 8.11 ->
+1.88 / 1.83 / 1.88; LeNet-5's 5x5 14x14x6 -> 16 2.08 / 2.75 / 1.82 -> 0.45 / 1.05 / 0.47
+(README, Performance).
 
 `conv(x, kernel, ...)` is differentiable to any order in reverse mode: the convolution, its
 input gradient and its kernel gradient are the three partial derivatives of one trilinear
