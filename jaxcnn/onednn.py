@@ -23,10 +23,9 @@ import contextlib
 import contextvars
 import ctypes
 import functools
-import glob
 import importlib.machinery
 import os
-import sys
+from importlib import metadata
 
 import jax
 import numpy as np
@@ -47,10 +46,9 @@ def _extension_path() -> str | None:
 
 def _load_dnnl() -> None:
     """Loads oneDNN globally, so that the handlers' dependency on it resolves: from the loader's
-    path, else from where pip puts the `onednn-cpu-gomp` wheel's library (the environment's lib/)."""
-    candidates = [_DNNL_SONAME] + sorted(glob.glob(os.path.join(sys.prefix, "lib", _DNNL_SONAME)))
+    path, else from where pip put the `onednn-cpu-gomp` wheel's library (the environment's lib/)."""
+    candidates = [_DNNL_SONAME]
     try:
-        from importlib import metadata
         files = metadata.files("onednn-cpu-gomp") or []
         candidates += [str(f.locate()) for f in files if f.name == _DNNL_SONAME]
     except metadata.PackageNotFoundError:
@@ -91,7 +89,7 @@ _switched_off = contextvars.ContextVar("jaxcnn_onednn_switched_off", default=Fal
 @contextlib.contextmanager
 def switched_off():
     """Within this block, functions traced (jitted) use XLA's convolutions, not oneDNN's: for
-    comparisons (tools/bench_train_step.py --compare-xla) and tests of XLA's own path."""
+    comparisons (tools/bench_train_step.py --compare-xla-convolutions) and tests of XLA's own path."""
     token = _switched_off.set(True)
     try:
         yield

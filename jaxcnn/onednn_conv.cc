@@ -72,18 +72,9 @@ memory::desc WeightsDesc(const Geometry& g, memory::data_type dt, memory::format
                       tag == memory::format_tag::any ? tag : memory::format_tag::hwigo);
 }
 
-// The reorders between the user's kernel layout and the primitive's, where they differ.
-std::shared_ptr<Plan> WithReorders(std::shared_ptr<Plan> plan) {
-  auto& engine = Engine();
-  plan->reorder = plan->weights != plan->user_weights;
-  if (plan->reorder) {
-    plan->to_weights = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->user_weights, engine, plan->weights));
-    plan->from_weights = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->weights, engine, plan->user_weights));
-  }
-  return plan;
-}
-
-std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, const Geometry& g) {
+// The plan of one pass; with `build` false only its primitive descriptor is made, which is what
+// says whether oneDNN runs the geometry (building the primitive generates its kernel).
+std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, const Geometry& g, bool build = true) {
   auto& engine = Engine();
   auto plan = std::make_shared<Plan>();
   plan->x = memory::desc({g.n, g.c, g.h, g.w}, dt, memory::format_tag::nhwc);
@@ -98,25 +89,30 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, const Geometry& 
       engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, plan->x, any_weights,
       plan->y, strides, dilates, pad_l, pad_r, attr);
   if (pass == kForward) {
-    plan->conv = dnnl::convolution_forward(forward);
+    if (build) plan->conv = dnnl::convolution_forward(forward);
     plan->weights = forward.weights_desc();
     plan->scratchpad = forward.scratchpad_desc();
   } else if (pass == kBackwardData) {
     auto pd = dnnl::convolution_backward_data::primitive_desc(engine, dnnl::algorithm::convolution_direct, plan->x,
                                                               any_weights, plan->y, strides, dilates, pad_l, pad_r,
                                                               forward, attr);
-    plan->conv = dnnl::convolution_backward_data(pd);
+    if (build) plan->conv = dnnl::convolution_backward_data(pd);
     plan->weights = pd.weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
   } else {
     auto pd = dnnl::convolution_backward_weights::primitive_desc(engine, dnnl::algorithm::convolution_direct,
                                                                  plan->x, any_weights, plan->y, strides, dilates,
                                                                  pad_l, pad_r, forward, attr);
-    plan->conv = dnnl::convolution_backward_weights(pd);
+    if (build) plan->conv = dnnl::convolution_backward_weights(pd);
     plan->weights = pd.diff_weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
   }
-  return WithReorders(plan);
+  plan->reorder = plan->weights != plan->user_weights;
+  if (plan->reorder && build) {
+    plan->to_weights = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->user_weights, engine, plan->weights));
+    plan->from_weights = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->weights, engine, plan->user_weights));
+  }
+  return plan;
 }
 
 // Plans are built once per pass, data type and geometry (batch size included).
@@ -300,16 +296,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_conv_backward_data, ExecuteConv<kBac
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_conv_backward_weights, ExecuteConv<kBackwardWeights>,
                               JAXCNN_CONV_BINDING);
 
-// Whether oneDNN builds all three passes of a float32 convolution with this geometry:
+// Whether oneDNN describes all three passes of a float32 convolution with this geometry:
 // {n, h, w, c, o, kh, kw, oh, ow, groups, stride_h, stride_w, dilation_h, dilation_w, pad_top,
 // pad_left, pad_bottom, pad_right}. Called from Python (ctypes) while tracing, so that a
-// convolution oneDNN does not run stays XLA's instead of failing when the step runs.
+// convolution oneDNN does not run stays XLA's instead of failing when the step runs. Nothing is
+// built or kept: the calls build their own plans, for their chunks' batch sizes.
 extern "C" int jaxcnn_onednn_conv_supported(const int64_t* v) {
-  omp_set_num_threads(1);  // the plans are built for one thread (see the top of this file)
+  omp_set_num_threads(1);  // as for every plan (see the top of this file)
   Geometry g{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
              {v[10], v[11]}, {v[12], v[13]}, {v[14], v[15]}, {v[16], v[17]}};
   try {
-    for (Pass pass : {kForward, kBackwardData, kBackwardWeights}) GetPlan(pass, memory::data_type::f32, g);
+    for (Pass pass : {kForward, kBackwardData, kBackwardWeights}) MakePlan(pass, memory::data_type::f32, g, false);
   } catch (const std::exception&) {
     return 0;
   }

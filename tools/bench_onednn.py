@@ -33,12 +33,13 @@ def parse_shape(text: str):
     return tuple(int(s) for s in image.split("x")), int(filters), int(kernel), int(stride[0]) if stride else 1
 
 
-def median_ms(fn, args, calls: int) -> float:
-    jax.block_until_ready(fn(*args))
+def median_ms(run, calls: int) -> float:
+    """Median ms of `calls` calls of `run` (which returns once its work is done), after one."""
+    run()
     times = []
     for _ in range(calls):
         start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
+        run()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
@@ -54,7 +55,8 @@ def time_jax(conv, x, kernel, dy, calls) -> dict:
               "input_gradient": lambda x, kernel, dy: pullback(x, kernel, dy)[0],
               "kernel_gradient": lambda x, kernel, dy: pullback(x, kernel, dy)[1]}
     compiled = {name: backend.jit(fn, options).lower(x, kernel, dy).compile() for name, fn in passes.items()}
-    return {name: median_ms(fn, (x, kernel, dy), calls) for name, fn in compiled.items()}
+    return {name: median_ms(lambda fn=fn: jax.block_until_ready(fn(x, kernel, dy)), calls)
+            for name, fn in compiled.items()}
 
 
 def time_torch(x, kernel, dy, stride, calls) -> dict | None:
@@ -73,17 +75,8 @@ def time_torch(x, kernel, dy, stride, calls) -> dict | None:
                                                            [0, 0], 1, mask)
     runs = {"forward": lambda: torch.nn.functional.conv2d(tx, tk, stride=stride, padding=pad),
             "input_gradient": backward([True, False, False]), "kernel_gradient": backward([False, True, False])}
-    result = {}
-    with torch.no_grad():
-        for name, run in runs.items():
-            run()
-            times = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - start)
-            result[name] = 1000 * statistics.median(times)
-    return result
+    with torch.no_grad():  # eager PyTorch on CPU returns when its work is done
+        return {name: median_ms(run, calls) for name, run in runs.items()}
 
 
 def main():
