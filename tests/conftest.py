@@ -73,3 +73,13 @@ def uninterrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("straight") / "run"
     fit(make_config(), str(workdir))
     return record(workdir)
+
+
+@pytest.fixture
+def xla_convolutions():
+    """The test's traced functions use XLA's convolutions, not jaxcnn's oneDNN ones (for the
+    forms jaxcnn gives XLA where oneDNN does not run: other backends, several devices, tiny
+    outputs; tests/test_onednn.py tests oneDNN's)."""
+    from jaxcnn import onednn
+    with onednn.switched_off():
+        yield

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import backend, config as config_lib, onednn
+from jaxcnn import backend, config as config_lib
 from jaxcnn.data import Dataset, Split
 from jaxcnn.train import Trainer
 
@@ -21,10 +21,7 @@ from conftest import REPO
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are for XLA CPU")
 
 
-@pytest.fixture(autouse=True)
-def xla_convolutions():
-    with onednn.switched_off():
-        yield
+pytestmark = pytest.mark.usefixtures("xla_convolutions")
 
 
 @pytest.fixture

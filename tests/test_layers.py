@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 import optax
 
-from jaxcnn import layers, onednn
+from jaxcnn import layers
 
 POOLS = [  # (input H, W), window, strides, padding
     ((26, 26), 2, 2, "VALID"),
@@ -151,15 +151,8 @@ def test_depthwise_and_separable_convs_match_keras(strides, padding, multiplier)
 
 
 # --- the fast forms of convolutions: the plain lax convolution is the oracle ------------
-# These are the forms jaxcnn gives XLA where oneDNN does not run a convolution (another
-# backend, several devices, tiny outputs): the tests marked `xla_forms` switch oneDNN off
-# (tests/test_onednn.py tests oneDNN's).
-
-
-@pytest.fixture
-def xla_forms():
-    with onednn.switched_off():
-        yield
+# These are the forms jaxcnn gives XLA where oneDNN does not run a convolution: the tests
+# that take the `xla_convolutions` fixture (conftest.py) switch oneDNN off.
 
 
 def _lax_conv(x, kernel, strides, padding, dilation, groups=1):
@@ -183,7 +176,7 @@ def _same_values_and_gradients(ours, reference, x, kernel):
     ((2, 5), (3, 1, 4, 4), (1, 1), "same", (1, 1)),
 ])
 def test_convolution_of_an_input_smaller_than_its_window_is_the_lax_convolution(
-        size, kernel_shape, strides, padding, dilation, xla_forms):
+        size, kernel_shape, strides, padding, dilation, xla_convolutions):
     x = jax.random.normal(jax.random.key(0), (3, *size, kernel_shape[2]))
     kernel = jax.random.normal(jax.random.key(1), kernel_shape)
     _same_values_and_gradients(lambda x, k: layers._conv(x, k, strides, padding, dilation, 1, None),
@@ -198,7 +191,7 @@ def test_convolution_of_an_input_smaller_than_its_window_is_the_lax_convolution(
     ((1, 1), (3, 3, 8, 5), (1, 1), "same", (1, 1)),              # VGG-16's last stage on 16x16 inputs
 ])
 def test_convolution_with_one_output_pixel_is_the_lax_convolution(
-        size, kernel_shape, strides, padding, dilation, xla_forms):
+        size, kernel_shape, strides, padding, dilation, xla_convolutions):
     x = jax.random.normal(jax.random.key(0), (3, *size, kernel_shape[2]))
     kernel = jax.random.normal(jax.random.key(1), kernel_shape)
     ours = lambda x, k: layers._conv(x, k, strides, padding, dilation, 1, None)
@@ -213,7 +206,7 @@ def test_convolution_with_one_output_pixel_is_the_lax_convolution(
     ((5, 6), (1, 1), 0),                # explicit zero padding
 ])
 @pytest.mark.parametrize("channels", [(6, 5), (4, 9)])  # the kernel gradient transposes the narrower side
-def test_pointwise_convolution_is_the_lax_convolution(size, strides, padding, channels, xla_forms):
+def test_pointwise_convolution_is_the_lax_convolution(size, strides, padding, channels, xla_convolutions):
     x = jax.random.normal(jax.random.key(0), (3, *size, channels[0]))
     kernel = jax.random.normal(jax.random.key(1), (1, 1, *channels))
     ours = lambda x, k: layers._conv(x, k, strides, padding, (1, 1), 1, None)
@@ -228,7 +221,7 @@ def test_pointwise_convolution_is_the_lax_convolution(size, strides, padding, ch
     ((9, 9), (3, 3, 2, 16), (1, 2), ((2, 1), (0, 3)), (2, 1)),   # explicit padding, dilated
 ])
 def test_convolution_of_few_input_values_is_the_lax_convolution(
-        size, kernel_shape, strides, padding, dilation, xla_forms):
+        size, kernel_shape, strides, padding, dilation, xla_convolutions):
     x = jax.random.normal(jax.random.key(0), (3, *size, kernel_shape[2]))
     kernel = jax.random.normal(jax.random.key(1), kernel_shape)
     ours = lambda x, k: layers._conv(x, k, strides, padding, dilation, 1, None)
@@ -237,7 +230,7 @@ def test_convolution_of_few_input_values_is_the_lax_convolution(
     _same_values_and_gradients(ours, lambda x, k: _lax_conv(x, k, strides, padding, dilation), x, kernel)
 
 
-def test_convolution_of_few_input_values_in_bfloat16_accumulates_in_float32(xla_forms):
+def test_convolution_of_few_input_values_in_bfloat16_accumulates_in_float32(xla_convolutions):
     x = jax.random.normal(jax.random.key(0), (2, 10, 10, 3), jnp.bfloat16)
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 16), jnp.bfloat16)
     ours = layers._conv(x, kernel, 1, "same", 1, 1, None)
@@ -263,7 +256,7 @@ def test_which_convolutions_are_sums_of_taps():
     ((2, 2), (3, 3, 4, 1), (1, 1), "same", (1, 1)),
 ])
 def test_depthwise_convolution_is_the_grouped_lax_convolution(
-        size, kernel_shape, strides, padding, dilation, xla_forms):
+        size, kernel_shape, strides, padding, dilation, xla_convolutions):
     kh, kw, channels, multiplier = kernel_shape
     x = jax.random.normal(jax.random.key(0), (3, *size, channels))
     kernel = jax.random.normal(jax.random.key(1), kernel_shape)
