@@ -135,6 +135,48 @@ def test_conv2d_matches_keras(options, padding, keras_padding):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+POOLED_CONVS = [  # Conv2D options, pool_size, pool_strides, pool_padding
+    (dict(filters=6, kernel_size=3), 2, None, "valid"),
+    (dict(filters=6, kernel_size=3, padding="same"), 2, None, "same"),  # 11x10 maps: the pool pads
+    (dict(filters=4, kernel_size=3, strides=2, groups=2), 3, 2, "valid"),  # overlapping windows (AlexNet)
+]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "leaky_relu", "elu", "swish", None])
+@pytest.mark.parametrize("options,pool_size,pool_strides,pool_padding", POOLED_CONVS)
+def test_conv2d_with_pooling_is_keras_conv_then_max_pooling(options, pool_size, pool_strides, pool_padding, activation):
+    """Values against Keras' Conv2D -> MaxPooling2D, gradients against the same layer without
+    its pooling followed by max_pool: pooling before the bias and activation (monotone ones)
+    changes neither."""
+    x = np.random.default_rng(0).normal(size=(2, 11, 10, 4)).astype(np.float32)
+    pooled = layers.Conv2D(activation=activation, pool_size=pool_size, pool_strides=pool_strides,
+                           pool_padding=pool_padding, **options)
+    module, variables = _ours(pooled, x)
+    params = {"kernel": variables["params"]["kernel"], "bias": variables["params"]["bias"] + 0.1}
+    # Keras' "leaky_relu" string slopes 0.2; its LeakyReLU layer, as ours, 0.3
+    keras_activation = keras.layers.LeakyReLU(negative_slope=0.3) if activation == "leaky_relu" else activation
+    keras_conv = keras.layers.Conv2D(activation=keras_activation, **options)
+    keras_conv.build(x.shape)
+    keras_conv.set_weights([np.asarray(params["kernel"]), np.asarray(params["bias"])])
+    expected = keras.layers.MaxPooling2D(pool_size, pool_strides, padding=pool_padding)(keras_conv(x))
+    out = module.apply({"params": params}, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+    plain = layers.Conv2D(activation=activation, **options)
+
+    def loss(module, params, x, pool):
+        y = module.apply({"params": params}, x)
+        y = layers.max_pool(y, pool_size, pool_strides, pool_padding) if pool else y
+        return jnp.sum(y * jnp.cos(jnp.arange(y.size).reshape(y.shape)))
+
+    grads = jax.grad(loss, argnums=(1, 2))(module, params, x, False)
+    reference = jax.grad(loss, argnums=(1, 2))(plain, params, x, True)
+    for ours, theirs in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    unpooled = module.apply({"params": params}, x, method="unpooled")
+    np.testing.assert_allclose(unpooled, plain.apply({"params": params}, x), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("strides,padding,multiplier", [(1, "same", 1), (2, "same", 2), (2, "valid", 1)])
 def test_depthwise_and_separable_convs_match_keras(strides, padding, multiplier):
     x = np.random.default_rng(0).normal(size=(2, 10, 9, 3)).astype(np.float32)

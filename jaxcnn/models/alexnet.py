@@ -32,20 +32,19 @@ class AlexNet(Classifier):
     @nn.compact
     def __call__(self, x, train: bool = False):
         self.check_options()
-        convs = [  # name, filters, kernel, stride, padding, groups, LRN + pool after it
-            ("conv1", 96, 11, 4, "valid", 1, True),
-            ("conv2", 256, 5, 1, 2, self.groups, True),
-            ("conv3", 384, 3, 1, 1, 1, False),
-            ("conv4", 384, 3, 1, 1, self.groups, False),
-            ("conv5", 256, 3, 1, 1, self.groups, False),
+        convs = [  # name, filters, kernel, stride, padding, groups, what follows the ReLU
+            ("conv1", 96, 11, 4, "valid", 1, "lrn, pool"),
+            ("conv2", 256, 5, 1, 2, self.groups, "lrn, pool"),
+            ("conv3", 384, 3, 1, 1, 1, None),
+            ("conv4", 384, 3, 1, 1, self.groups, None),
+            ("conv5", 256, 3, 1, 1, self.groups, "pool"),
         ]
-        for name, filters, kernel, stride, padding, groups, normalize in convs:
-            x = self.act(self.conv(x, filters, kernel, stride, padding, use_bias=True, groups=groups, name=name))
-            self.sow("intermediates", f"{name}_act", x)
-            if normalize:
-                x = layers.local_response_normalization(x) if self.lrn else x
-                x = layers.max_pool(x, 3, 2)
-        x = layers.max_pool(x, 3, 2)
+        for name, filters, kernel, stride, padding, groups, after in convs:
+            normalized = after == "lrn, pool" and self.lrn
+            x = self.conv_act(x, filters, kernel, stride, padding, name=name, sow=name, groups=groups,
+                              pool=(3, 2) if after and not normalized else None)
+            if normalized:
+                x = layers.max_pool(layers.local_response_normalization(x), 3, 2)
         return self.flatten_top(x, (("fc6", 4096), ("fc7", 4096)), train)
 
 

@@ -63,6 +63,20 @@ class Classifier(nn.Module):
                              kernel_init=kernel_init, dtype=self.dtype, param_dtype=self.param_dtype,
                              name=name)(x)
 
+    def conv_act(self, x, filters: int, kernel_size, strides=1, padding: layers.Padding = "same", *, name: str,
+                 sow: str | None, pool: tuple | None = None, groups: int = 1, kernel_init=layers.he_normal):
+        """A convolution with bias and the model's activation, sown as `<sow>_act` (when `sow`
+        is set), then the max pooling `pool` = (window, strides) if given, which the layer
+        takes before its bias and activation where that is the same (`layers.Conv2D`)."""
+        window, pool_strides = pool if pool is not None else (None, None)
+        conv = layers.Conv2D(filters, kernel_size, strides, padding, activation=self.activation, groups=groups,
+                             kernel_init=kernel_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                             pool_size=window, pool_strides=pool_strides, name=name)
+        y = conv(x)
+        if sow is not None and self.is_mutable_collection("intermediates"):
+            self.sow("intermediates", f"{sow}_act", y if pool is None else conv.unpooled(x))
+        return y
+
     def separable_conv(self, x, filters: int, kernel_size, strides=1, padding: layers.Padding = "same", *,
                        name: str, use_bias: bool = False):
         return layers.SeparableConv2D(filters, kernel_size, strides, padding, use_bias=use_bias,

@@ -35,14 +35,14 @@ class LeNet5(Classifier):
         pad_h, pad_w = max(self.input_size - x.shape[1], 0), max(self.input_size - x.shape[2], 0)
         if pad_h or pad_w:
             x = layers.zero_pad(x, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)))
-        pool = layers.avg_pool if self.pool == "avg" else layers.max_pool
         conv_init = nn.initializers.glorot_uniform()  # Keras' default; He's is for ReLU networks
         for name, filters in (("C1", 6), ("C3", 16)):
-            x = self.act(self.conv(x, filters, 5, padding="valid", use_bias=True, kernel_init=conv_init, name=name))
-            self.sow("intermediates", f"{name}_act", x)
-            x = pool(x, 2)
-        x = self.act(self.conv(x, 120, 5, padding="valid", use_bias=True, kernel_init=conv_init, name="C5"))
-        self.sow("intermediates", "C5_act", x)
+            if self.pool == "max":
+                x = self.conv_act(x, filters, 5, padding="valid", name=name, sow=name, pool=(2, 2), kernel_init=conv_init)
+            else:
+                x = layers.avg_pool(self.conv_act(x, filters, 5, padding="valid", name=name, sow=name,
+                                                  kernel_init=conv_init), 2)
+        x = self.conv_act(x, 120, 5, padding="valid", name="C5", sow="C5", kernel_init=conv_init)
         return self.flatten_top(x, (("F6", 84),), train)
 
 

@@ -40,22 +40,19 @@ class SimpleCNN(Classifier):
         self.check_options()
         if self.head_dropout_rate is not None and not 0 <= self.head_dropout_rate < 1:
             raise UserError(f"head_dropout_rate={self.head_dropout_rate} must be in [0, 1)")
-        act = layers.activation(self.activation)
         stages = (self.filters,) if isinstance(self.filters, int) else tuple(self.filters)
         convs = 0
         for stage in stages:
-            for filters in (stage,) if isinstance(stage, int) else stage:
+            stage = (stage,) if isinstance(stage, int) else tuple(stage)
+            for i, filters in enumerate(stage):
                 convs += 1
-                x = layers.Conv2D(filters, self.kernel_size, padding=self.padding,
-                                  kernel_init=nn.initializers.lecun_normal(), dtype=self.dtype,
-                                  param_dtype=self.param_dtype, name=f"conv{convs}")(x)
-                x = act(x)
-                self.sow("intermediates", f"conv{convs}_act", x)
-            x = layers.max_pool(x, self.pool_size)
+                pool = (self.pool_size, None) if i == len(stage) - 1 else None
+                x = self.conv_act(x, filters, self.kernel_size, padding=self.padding, name=f"conv{convs}",
+                                  sow=f"conv{convs}", pool=pool, kernel_init=nn.initializers.lecun_normal())
         if not self.include_top:
             return self.pool_features(x)
         x = self.dropout(layers.flatten(x), train)
-        x = act(self.dense(self.hidden, "dense")(x))
+        x = self.act(self.dense(self.hidden, "dense")(x))
         self.sow("intermediates", "dense_act", x)
         head_rate = self.dropout_rate if self.head_dropout_rate is None else self.head_dropout_rate
         return self.dense(self.num_classes, "head")(layers.dropout(x, head_rate, train))

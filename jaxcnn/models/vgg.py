@@ -34,13 +34,16 @@ class VGG(Classifier):
         self.check_options()
         for block, (size, filters) in enumerate(zip(self.stage_sizes, self.stage_filters), start=1):
             for i in range(1, size + 1):
-                name = f"block{block}_conv{i}"
+                name, last = f"block{block}_conv{i}", i == size
+                if not self.batch_norm:
+                    x = self.conv_act(x, filters, 3, name=name, sow=f"block{block}" if last else None,
+                                      pool=(2, 2) if last else None)
+                    continue
                 x = self.conv(x, filters, 3, use_bias=True, name=name)
-                if self.batch_norm:
-                    x = self.bn(x, train, name=f"{name}_bn", epsilon=1e-5, momentum=0.9)
-                x = self.act(x)
-            self.sow("intermediates", f"block{block}_act", x)
-            x = layers.max_pool(x, 2)
+                x = self.act(self.bn(x, train, name=f"{name}_bn", epsilon=1e-5, momentum=0.9))
+                if last:
+                    self.sow("intermediates", f"block{block}_act", x)
+                    x = layers.max_pool(x, 2)
         return self.flatten_top(x, (("fc1", 4096), ("fc2", 4096)), train)
 
 
