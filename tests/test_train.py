@@ -313,3 +313,36 @@ def test_freezing_a_batchnorm_layer_keeps_its_scale_offset_and_statistics():
         assert not np.array_equal(new.params["dense"]["kernel"], state.params["dense"]["kernel"])
     assert moved[()] == {"params": True, "batch_stats": True}
     assert moved[("bn",)] == {"params": False, "batch_stats": False}
+
+
+def test_updating_after_all_gradients_gives_the_same_step_and_is_chosen_for_large_models():
+    """The ordered update (large models: it spares XLA a copy of every donated parameter) is
+    the plain update bit for bit, over steps of a donated, jitted train step."""
+    from jaxcnn import models, optim
+    from jaxcnn.heads import Head
+    from jaxcnn.train import steps
+    from jaxcnn.train.state import TrainState
+
+    model = models.create("simple_cnn", num_classes=10)
+    variables = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
+    batch = {"image": jax.random.normal(jax.random.key(1), (16, 28, 28, 1)), "label": np.arange(16) % 10,
+             "mask": np.ones(16, np.float32)}
+    finals = []
+    for ordered in (False, True):
+        tx, _ = optim.create(make_config(), 10, variables["params"])
+        params = jax.tree.map(lambda x: x.copy(), variables["params"])  # the step donates its state
+        state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+        step = jax.jit(lambda s, b: steps.train_step(s, b, jax.random.key(2), head=Head.create("softmax", 10),
+                                                     options=steps.StepOptions(update_after_gradients=ordered)),
+                       donate_argnums=0)
+        for _ in range(3):
+            state, _ = step(state, batch)
+        finals.append(state)
+    for plain, ordered in zip(jax.tree.leaves((finals[0].params, finals[0].opt_state)),
+                              jax.tree.leaves((finals[1].params, finals[1].opt_state))):
+        np.testing.assert_array_equal(plain, ordered)
+
+    def chosen(name, shape):
+        shapes = jax.eval_shape(lambda: models.create(name, num_classes=10).init(jax.random.key(0), np.zeros(shape)))
+        return steps.StepOptions.for_config(make_config(), shapes).update_after_gradients
+    assert chosen("vgg16", (1, 32, 32, 3)) and not chosen("simple_cnn", (1, 28, 28, 1))
