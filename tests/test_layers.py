@@ -392,6 +392,33 @@ def test_batch_norm_statistics_have_their_own_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_norm_with_a_shift_is_flax_batch_norm_of_the_shifted_input(train):
+    """shift (a convolution's bias, which ResNet-50's Keras layout hands to its BatchNorm) gives
+    Flax's BatchNorm of x + shift: output, running statistics, and gradients of x, the shift
+    and the layer's parameters (the shift's is zero in training: the batch mean absorbs it)."""
+    x = 1.5 + 2 * jax.random.normal(jax.random.key(0), (4, 6, 5, 7))
+    shift = 3 * jax.random.normal(jax.random.key(1), (7,))
+    cotangent = jax.random.normal(jax.random.key(2), x.shape)
+    variables = nn.BatchNorm().init(jax.random.key(0), x, use_running_average=True)
+    variables = jax.tree.map(lambda v: v + jax.random.uniform(jax.random.key(3), v.shape, v.dtype, 0.5, 1.5), variables)
+
+    def run(ours):
+        def loss(params, x, shift):
+            variables_ = {**variables, "params": params}
+            if ours:
+                y, updates = layers.BatchNorm(momentum=0.9).apply(variables_, x, use_running_average=not train,
+                                                                  shift=shift, mutable=["batch_stats"])
+            else:
+                y, updates = nn.BatchNorm(momentum=0.9).apply(variables_, x + shift, use_running_average=not train,
+                                                              mutable=["batch_stats"])
+            return jnp.sum(y * cotangent), (y, updates)
+        return jax.value_and_grad(loss, (0, 1, 2), has_aux=True)(variables["params"], x, shift)
+
+    for a, b in zip(jax.tree.leaves(run(True)), jax.tree.leaves(run(False))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-4)
+
+
 def test_batch_norm_in_inference_mode_or_with_a_mask_is_flax_batch_norm():
     x = 1.5 + 2 * jax.random.normal(jax.random.key(0), (4, 3, 3, 5))
     variables = nn.BatchNorm().init(jax.random.key(0), x, use_running_average=True)

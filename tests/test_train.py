@@ -346,3 +346,25 @@ def test_updating_after_all_gradients_gives_the_same_step_and_is_chosen_for_larg
         shapes = jax.eval_shape(lambda: models.create(name, num_classes=10).init(jax.random.key(0), np.zeros(shape)))
         return steps.StepOptions.for_config(make_config(), shapes).update_after_gradients
     assert chosen("vgg16", (1, 32, 32, 3)) and not chosen("simple_cnn", (1, 28, 28, 1))
+
+
+def test_a_frozen_batch_norm_with_a_shift_normalizes_the_shifted_input_with_its_running_statistics():
+    """A frozen BatchNorm (Keras' inference mode in training) of a Keras-layout ResNet takes its
+    convolution's bias as `shift`: it normalizes x + shift by the running statistics."""
+    import flax.linen as nn
+    from jaxcnn import layers
+    from jaxcnn.train import steps
+
+    x = 1.5 + 2 * jax.random.normal(jax.random.key(0), (4, 3, 3, 5))
+    shift = jax.random.normal(jax.random.key(1), (5,))
+    variables = nn.BatchNorm().init(jax.random.key(0), x, use_running_average=True)
+    variables = jax.tree.map(lambda v: v + jax.random.uniform(jax.random.key(2), v.shape, v.dtype, 0.5, 1.5), variables)
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, shift):
+            return layers.BatchNorm(use_running_average=False, name="bn")(x, shift=shift)
+
+    with steps._frozen_batch_norm(("bn",)):
+        ours = Net().apply({k: {"bn": v} for k, v in variables.items()}, x, shift)
+    expected = nn.BatchNorm(use_running_average=True).apply(variables, x + shift)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)

@@ -57,11 +57,14 @@ class Classifier(nn.Module):
         return self.dropout(x, train)
 
     def conv(self, x, filters: int, kernel_size, strides=1, padding: layers.Padding = "same", *, name: str,
-             use_bias: bool = False, groups: int = 1, kernel_init=layers.he_normal):
-        """A convolution without activation (a BatchNorm usually follows, hence no bias)."""
-        return layers.Conv2D(filters, kernel_size, strides, padding, use_bias=use_bias, groups=groups,
-                             kernel_init=kernel_init, dtype=self.dtype, param_dtype=self.param_dtype,
-                             name=name)(x)
+             use_bias: bool = False, groups: int = 1, kernel_init=layers.he_normal, split_bias: bool = False):
+        """A convolution without activation (a BatchNorm usually follows, hence no bias; with
+        `split_bias`, (output without bias, bias): `layers.Conv2D`)."""
+        conv = layers.Conv2D(filters, kernel_size, strides, padding, use_bias=use_bias, groups=groups,
+                             kernel_init=kernel_init, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        if not split_bias:
+            return conv(x)
+        return conv(x, add_bias=False), conv.variables["params"]["bias"]
 
     def conv_act(self, x, filters: int, kernel_size, strides=1, padding: layers.Padding = "same", *, name: str,
                  sow: str | None, pool: tuple | None = None, groups: int = 1, kernel_init=layers.he_normal):
@@ -89,12 +92,14 @@ class Classifier(nn.Module):
                                       kernel_init=layers.he_normal, dtype=self.dtype,
                                       param_dtype=self.param_dtype, name=name)(x)
 
-    def bn(self, x, train: bool, *, name: str, epsilon: float, momentum: float, use_scale: bool = True):
+    def bn(self, x, train: bool, *, name: str, epsilon: float, momentum: float, use_scale: bool = True,
+           shift=None):
         """BatchNorm with running statistics in `batch_stats`. `momentum` is Keras' (and
         Flax's): the running average keeps `momentum` of itself per step; PyTorch's
         `momentum=0.1` is 0.9 here."""
         return layers.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
-                            use_scale=use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+                            use_scale=use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(
+            x, shift=shift)
 
     def conv_bn(self, x, filters, kernel_size, strides, name, bn_name, train, depthwise=False):
         """A convolution (`depthwise`: one filter per channel) then BatchNorm, for the families

@@ -92,7 +92,7 @@ def _frozen_batch_norm(patterns):
         if (not isinstance(module, nn.BatchNorm) or context.method_name != "__call__" or module.use_running_average
                 or not any(optim.matches("/".join(module.scope.path) + "/mean", p) for p in patterns)):
             return next_fun(*args, **kwargs)
-        x = args[0]
+        x = args[0] if kwargs.get("shift") is None else args[0] + kwargs["shift"].astype(args[0].dtype)
         y = x - module.get_variable("batch_stats", "mean")
         mul = jax.lax.rsqrt(module.get_variable("batch_stats", "var") + module.epsilon)
         if module.use_scale:
