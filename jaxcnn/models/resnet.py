@@ -48,12 +48,11 @@ class ResNet(Classifier):
 
     def conv_bn(self, x, filters, kernel_size, strides, padding, name, train):
         epsilon, momentum = _BN[self.layout]
-        if self.layout != "keras":
-            x = self.conv(x, filters, kernel_size, strides, padding, name=f"{name}_conv")
-            return self.bn(x, train, name=f"{name}_bn", epsilon=epsilon, momentum=momentum)
-        # Keras' convolutions have a bias: BatchNorm takes it as a shift of its batch mean.
-        x, bias = self.conv(x, filters, kernel_size, strides, padding, use_bias=True, split_bias=True,
-                            name=f"{name}_conv")
+        if self.layout == "keras":  # Keras' convolutions have a bias: BatchNorm takes it as a shift
+            x, bias = self.conv(x, filters, kernel_size, strides, padding, use_bias=True, split_bias=True,
+                                name=f"{name}_conv")
+        else:
+            x, bias = self.conv(x, filters, kernel_size, strides, padding, name=f"{name}_conv"), None
         return self.bn(x, train, name=f"{name}_bn", epsilon=epsilon, momentum=momentum, shift=bias)
 
     def block(self, x, filters: int, strides: int, name: str, train: bool):
