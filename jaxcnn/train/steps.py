@@ -54,18 +54,24 @@ class StepOptions:
                    frozen_stats=(optim.frozen_mask(inference, shapes["batch_stats"])
                                  if inference and shapes.get("batch_stats") else None),
                    batch_norm_inference=inference,
-                   update_after_gradients=sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes["params"]))
+                   update_after_gradients=not shapes.get("batch_stats") and sum(
+                       math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes["params"]))
                    >= UPDATE_AFTER_GRADIENTS_MIN_PARAMS)
 
 
 UPDATE_AFTER_GRADIENTS_MIN_PARAMS = 2_000_000
-"""From this many parameters on, the train step updates them only once every gradient is
-computed (`_after_all_gradients`). Train steps, ms, as XLA orders them -> after all gradients
-(`python tools/bench_train_step.py --model M ...`, alternating runs): vgg16 (32x32, batch 32,
-34M parameters) 350 / 348 -> 325 / 331, resnet50 (25.6M) 1,141 -> 1,106, mobilenet_v2 (3.5M)
-266 -> 254; resnet20 (0.27M) 211 / 206 -> 212 / 207; simple_cnn (0.69M) 8.17 / 8.33 -> 8.93 /
-8.96, lenet5 (62K) 5.34 / 5.14 -> 5.57 / 5.56: the copies cost little there and the update no
-longer overlaps the backward pass."""
+"""From this many parameters on, a model without BatchNorm statistics has the train step update
+its parameters only once every gradient is computed (`_after_all_gradients`). Train steps, ms,
+as XLA orders them -> after all gradients (`python tools/bench_train_step.py --model M ...`,
+alternating runs): vgg16 (32x32, batch 32, 34M parameters) 350 / 348 -> 325 / 331 and 336 /
+342 -> 326 / 333, compiled in the same time, resident memory the same (`tools/bench_peers.py`:
+1.13 vs 1.14 GB); smaller models lose more than the copies cost, as the update no longer
+overlaps the backward pass: resnet20 (0.27M) 211 / 206 -> 212 / 207, simple_cnn (0.69M) 8.17 /
+8.33 -> 8.93 / 8.96, lenet5 (62K) 5.34 / 5.14 -> 5.57 / 5.56. Models with BatchNorm keep XLA's
+order: ordered, resnet50 (25.6M) compiled in 23.3 s against 6.8 s and peaked at 3.8 GB against
+1.8 GB resident for 1,054 against 1,067 ms per step (`/usr/bin/time -v`), and mobilenet_v2's
+first step and memory in `tools/bench_peers.py` went from 6.1 s and 1.3 GB to 16-18 s and 2.9
+GB."""
 
 
 def _after_all_gradients(params, grads):
