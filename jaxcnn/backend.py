@@ -20,6 +20,20 @@ before JAX starts and leaves the user's own `jax.jit`s alone. A user's `XLA_FLAG
 names `xla_cpu_experimental_ynn_fusion_type` wins: with
 `--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce` (XLA's
 default) jaxcnn compiles as plain `jax.jit` does.
+
+XLA gives a step's temporary buffers one block, allocated and freed on every call. glibc
+cannot keep a block over 64 MB in the arena of the thread that allocates it (XLA's client
+thread), so it maps it afresh and unmaps it on every call, and the kernel faults in and
+zeroes every page again: ResNet-20's train step (192 MB of temporaries at batch 128) took
+49,000 page faults per step. Where the largest array of the model's forward pass fits in
+16 MB, jaxcnn asks XLA for heaps of at most 16 MB instead
+(`xla_multiheap_size_constraint_per_heap`), which the arenas keep from one call to the
+next. Train step ms, alternating runs of `tools/bench_train_step.py` with the option set
+through XLA_FLAGS and not: resnet20 205 / 205 / 209 -> 180 / 171 / 180, vgg16 349 / 323 /
+336 -> 308 / 315 / 325, simple_cnn and lenet5 the same. A larger array takes a heap of its
+own: ResNet-50 at 224x224 (8 x 112 x 112 x 64 floats, 25.7 MB) became slower with heaps
+(1,063 / 1,080 -> 1,172 / 1,196 ms per step, 2.5 against 1.7 GB resident), MobileNetV2 at
+224x224 (36.8 MB) faster (258 / 258 / 277 -> 233 / 233 / 240); the rule leaves both out.
 """
 
 import functools
@@ -34,39 +48,53 @@ from jaxcnn import layers
 _YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
 CONVOLUTIONS_ON_EIGEN = ((_YNN_FUSION, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"),)
 """YNNPACK keeps matrix products and reductions; XLA runs convolutions itself (with Eigen)."""
+TEMPORARY_HEAP_BYTES = 16 << 20
+_HEAP_SIZE = "xla_multiheap_size_constraint_per_heap"
+TEMPORARIES_IN_HEAPS = ((_HEAP_SIZE, str(TEMPORARY_HEAP_BYTES)),)
+"""A step's temporary buffers in heaps of at most TEMPORARY_HEAP_BYTES instead of one block."""
 _YNNPACK_CHANNELS = 32  # XLA gives YNNPACK the convolutions with this many input or output channels
 _EIGEN_INPUT_CHANNELS = 3  # from this many input channels on, Eigen's convolution is the faster
 
 
 @functools.lru_cache(maxsize=None)
-def _eigen_option_applies() -> bool:
-    """On CPU, unless XLA_FLAGS sets the YNNPACK fusion types itself or this jaxlib does not
-    know the option."""
-    if jax.default_backend() != "cpu" or _YNN_FUSION in os.environ.get("XLA_FLAGS", ""):
+def _options_apply(options: tuple[tuple[str, str], ...]) -> bool:
+    """On CPU, unless XLA_FLAGS sets one of these options itself or this jaxlib does not know
+    one of them or its value."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if jax.default_backend() != "cpu" or any(name in flags for name, _ in options):
         return False
     try:
-        jax.jit(lambda x: x + 1, compiler_options=dict(CONVOLUTIONS_ON_EIGEN)).lower(np.float32(0)).compile()
+        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
     except jax.errors.JaxRuntimeError:  # an older or newer jaxlib without this option or value
         return False
     return True
 
 
-def compiler_options(params) -> tuple[tuple[str, str], ...]:
-    """The options for compiling a model with these parameters (arrays or shapes), as
-    (name, value) pairs (hashable, to key caches of compiled functions): its convolutions on
-    Eigen when one of its kernels (H, W, in, out), larger than 1x1, has `_YNNPACK_CHANNELS` or
-    more channels in or out and either `_EIGEN_INPUT_CHANNELS` or more input channels or a
-    window jaxcnn sums as taps (only the gradients are convolutions there). (1x1 convolutions
-    are matrix products in jaxcnn.layers. A depthwise kernel (H, W, channels, multiplier) counts
-    too: in MobileNetV2 it decides nothing, as its 3-channel stem already does, and the step
-    measured the same either way.)"""
+def compiler_options(params, largest_activation: int | None = None) -> tuple[tuple[str, str], ...]:
+    """The options for compiling a step of a model with these parameters (arrays or shapes),
+    as (name, value) pairs (hashable, to key caches of compiled functions).
+
+    Its convolutions on Eigen when one of its kernels (H, W, in, out), larger than 1x1, has
+    `_YNNPACK_CHANNELS` or more channels in or out and either `_EIGEN_INPUT_CHANNELS` or more
+    input channels or a window jaxcnn sums as taps (only the gradients are convolutions there).
+    (1x1 convolutions are matrix products in jaxcnn.layers. A depthwise kernel (H, W, channels,
+    multiplier) counts too: in MobileNetV2 it decides nothing, as its 3-channel stem already
+    does, and the step measured the same either way.)
+
+    Its temporaries in heaps of TEMPORARY_HEAP_BYTES when `largest_activation`, the bytes of
+    the step's largest layer output (over its whole batch), fits in one (None: not known).
+    """
     def wants_eigen(kernel_shape) -> bool:
         return (len(kernel_shape) == 4 and kernel_shape[0] * kernel_shape[1] > 1
                 and max(kernel_shape[2:]) >= _YNNPACK_CHANNELS
                 and (kernel_shape[2] >= _EIGEN_INPUT_CHANNELS or layers.conv_as_taps(kernel_shape)))
-    if any(wants_eigen(np.shape(leaf)) for leaf in jax.tree.leaves(params)) and _eigen_option_applies():
-        return CONVOLUTIONS_ON_EIGEN
-    return ()
+    options = ()
+    if any(wants_eigen(np.shape(leaf)) for leaf in jax.tree.leaves(params)) and _options_apply(CONVOLUTIONS_ON_EIGEN):
+        options += CONVOLUTIONS_ON_EIGEN
+    if (largest_activation is not None and largest_activation <= TEMPORARY_HEAP_BYTES
+            and _options_apply(TEMPORARIES_IN_HEAPS)):
+        options += TEMPORARIES_IN_HEAPS
+    return options
 
 
 def jit(fun, options: tuple[tuple[str, str], ...], **kwargs):

@@ -4,6 +4,7 @@ These are the convolutions XLA runs: the tests switch jaxcnn's oneDNN convolutio
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -28,9 +29,9 @@ pytestmark = pytest.mark.usefixtures("xla_convolutions")
 def fresh_options(monkeypatch):
     """The option's applicability recomputed under the test's environment, and again after it."""
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    backend._eigen_option_applies.cache_clear()
+    backend._options_apply.cache_clear()
     yield monkeypatch
-    backend._eigen_option_applies.cache_clear()
+    backend._options_apply.cache_clear()
 
 
 def _kernels(*shapes):
@@ -76,6 +77,59 @@ def test_which_models_get_the_option(fresh_options):
 
 
 @cpu_only
+def test_temporaries_in_heaps_only_where_the_largest_array_fits_one(fresh_options):
+    heaps, limit = backend.TEMPORARIES_IN_HEAPS, backend.TEMPORARY_HEAP_BYTES
+    dense = {"dense": {"kernel": jnp.zeros((64, 64))}}
+    assert backend.compiler_options(dense, largest_activation=limit) == heaps
+    assert backend.compiler_options(dense, largest_activation=limit + 1) == ()
+    assert backend.compiler_options(dense) == ()  # not known: XLA's one block
+    resnet20 = _kernels((3, 3, 16, 16), (3, 3, 16, 32))
+    assert backend.compiler_options(resnet20, largest_activation=8 << 20) == backend.CONVOLUTIONS_ON_EIGEN + heaps
+    fresh_options.setenv("XLA_FLAGS", "--xla_multiheap_size_constraint_per_heap=-1")  # the user's choice wins
+    backend._options_apply.cache_clear()
+    assert backend.compiler_options(dense, largest_activation=limit) == ()
+
+
+def _temporary_allocations(dump_dir) -> list[int]:
+    """Sizes of the temporary blocks in XLA's own buffer assignment of the one module dumped."""
+    (path,) = dump_dir.glob("*buffer-assignment.txt")
+    return [int(n) for n in re.findall(r"allocation \d+: size (\d+), preallocated-temp", path.read_text())]
+
+
+@cpu_only
+def test_xla_splits_the_temporaries_into_heaps_with_the_same_results(fresh_options, tmp_path):
+    def loss(x):  # six 4 MB products, kept for the gradient: 24 MB and more of temporaries
+        for _ in range(6):
+            x = jnp.tanh(x @ x) * 2
+        return jnp.sum(x)
+    x = jax.random.normal(jax.random.key(0), (1024, 1024)) / 32
+    results = {}
+    for name, options in [("plain", ()), ("heaps", backend.TEMPORARIES_IN_HEAPS)]:
+        step = jax.jit(jax.grad(loss), compiler_options={**dict(options), "xla_dump_to": str(tmp_path / name)})
+        step.lower(x).compile()
+        results[name] = _temporary_allocations(tmp_path / name), step(x)
+    (plain, plain_grad), (heaps, heaps_grad) = results["plain"], results["heaps"]
+    assert len(plain) == 1 and plain[0] > backend.TEMPORARY_HEAP_BYTES
+    assert len(heaps) > 1 and max(heaps) <= backend.TEMPORARY_HEAP_BYTES
+    np.testing.assert_array_equal(heaps_grad, plain_grad)  # where buffers live changes no arithmetic
+
+
+@cpu_only
+@pytest.mark.parametrize("batch, in_heaps", [(64, True), (1024, False)])
+def test_the_trainer_asks_for_heaps_when_its_batch_largest_array_fits_one(fresh_options, batch, in_heaps):
+    # simple_cnn on 28x28x1: its 26x26x32 convolution output is its largest array, 86,528 bytes an image
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(batch, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=batch).astype(np.int32)
+    dataset = Dataset("random", Split(images, labels), None, Split(images, labels), list("0123456789"), 255.0)
+    config = config_lib.apply_overrides(config_lib.get_config(), {
+        "model": "simple_cnn", "batch_size": str(batch), "eval_batch_size": "1024", "verbose": "0"})
+    trainer = Trainer(config, dataset=dataset)
+    assert (backend.TEMPORARIES_IN_HEAPS[0] in trainer.compiler_options) == in_heaps
+    assert backend.TEMPORARIES_IN_HEAPS[0] not in trainer.eval_compiler_options  # 1024 images: 88 MB
+
+
+@cpu_only
 def test_a_user_xla_flag_for_ynnpack_fusions_wins(fresh_options):
     fresh_options.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot,"
                                       "individual_convolution,reduce")
@@ -115,7 +169,7 @@ def test_the_train_step_benchmark_compares_jaxcnn_choice_with_xla_default(tmp_pa
                    cwd=REPO, check=True, capture_output=True,
                    env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
     result = json.loads(out.read_text())
-    assert result["compiler_options"] == dict(backend.CONVOLUTIONS_ON_EIGEN)
+    assert result["compiler_options"] == dict(backend.CONVOLUTIONS_ON_EIGEN + backend.TEMPORARIES_IN_HEAPS)
     assert result["xla_default"]["compiler_options"] == {}
     # resnet20's 32- and 64-channel convolutions: YNNPACK's only under XLA's default
     assert result["ynnpack_convolutions"] == 0 < result["xla_default"]["ynnpack_convolutions"]

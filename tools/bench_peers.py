@@ -2,13 +2,16 @@
 the same model, batch size, optimizer (Adam 1e-3), loss and input shape, trained on one
 random batch, one framework after another for each model, each in its own subprocess.
 
-    python tools/bench_peers.py --out bench_peers.json              # every model, ~10 min
-    python tools/bench_peers.py --models simple_cnn,resnet20 --frameworks jaxcnn,torch
+    python tools/bench_peers.py --out bench_peers.json              # every model, ~12 min
+    python tools/bench_peers.py --models simple_cnn,resnet20 --frameworks jaxcnn,torch --rounds 1
 
 For each framework it reports the first step's time (tracing and compilation), the
-steady-state train images/s (the median of `windows` timed windows of `steps` steps each,
-after a warm-up window), eval images/s (forward only, the same way) and the peak
-resident memory of its subprocess. Keras and PyTorch models are built layer for layer as
+steady-state train images/s, eval images/s (forward only) and the peak resident memory of
+its subprocess. Each model's frameworks run in `--rounds` rounds (jaxcnn, Keras, PyTorch,
+jaxcnn, Keras, PyTorch, ...), each subprocess timing `windows` windows of `steps` steps
+after a warm-up window; the images/s reported is the median of every round's windows, so
+a burst of load from elsewhere on a shared machine falls on all frameworks alike rather
+than on whichever ran during it. Keras and PyTorch models are built layer for layer as
 jaxcnn's (tools/peer_models.py); their trainable parameter counts are asserted equal.
 For jaxcnn it also counts the train step's FLOPs (XLA's cost analysis) and reports them
 as a fraction of a large float32 matmul's rate measured in the same subprocess.
@@ -31,14 +34,14 @@ import time
 
 import benchlib
 
-# model: (input HxWxC, classes, batch, steps per window, windows)
+# model: (input HxWxC, classes, batch, steps per window, windows per round)
 MODELS = {
     "simple_cnn": ((28, 28, 1), 10, 128, 20, 5),
     "lenet5": ((32, 32, 1), 10, 128, 20, 5),
-    "resnet20": ((32, 32, 3), 10, 128, 3, 3),
-    "vgg16": ((32, 32, 3), 10, 32, 1, 3),
-    "mobilenet_v2": ((224, 224, 3), 1000, 8, 2, 3),
-    "resnet50": ((224, 224, 3), 1000, 8, 1, 3),
+    "resnet20": ((32, 32, 3), 10, 128, 3, 5),
+    "vgg16": ((32, 32, 3), 10, 32, 2, 5),
+    "mobilenet_v2": ((224, 224, 3), 1000, 8, 2, 5),
+    "resnet50": ((224, 224, 3), 1000, 8, 1, 5),
 }
 FRAMEWORKS = ("jaxcnn", "keras", "torch")
 LEARNING_RATE = 1e-3
@@ -231,6 +234,26 @@ def measure(framework: str, name: str, timeout: int) -> dict:
     return result
 
 
+def pool_rounds(rounds: list[dict]) -> dict:
+    """One framework's result over its rounds: the first round's, with train and eval images/s
+    the median (best: the maximum) of every round's windows, each round's median kept as
+    `round_medians`, the first step the median of the rounds', and peak memory the largest.
+    A round that failed makes the whole an error."""
+    failed = [r for r in rounds if "train" not in r]
+    if failed:
+        return failed[0]
+    pooled = dict(rounds[0])
+    for part in ("train", "eval"):
+        windows = [w for r in rounds for w in r[part]["windows"]]
+        pooled[part] = {"first_s": round(statistics.median(r[part]["first_s"] for r in rounds), 2),
+                        "images_per_s": round(statistics.median(windows), 1),
+                        "best_images_per_s": round(max(windows), 1), "windows": windows,
+                        "round_medians": [r[part]["images_per_s"] for r in rounds]}
+    pooled.update(peak_rss_mb=max(r["peak_rss_mb"] for r in rounds), wall_s=round(sum(r["wall_s"] for r in rounds), 1),
+                  load_before=[r["load_before"] for r in rounds], load_after=[r["load_after"] for r in rounds])
+    return pooled
+
+
 def table(results: dict) -> str:
     lines = ["| model | input | batch | framework | train img/s (median) | vs fastest peer | first step | "
              "eval img/s | peak RSS | % of matmul rate |", "|" + "---|" * 10]
@@ -254,7 +277,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-    parser.add_argument("--timeout", type=int, default=300, help="seconds per framework and model")
+    parser.add_argument("--rounds", type=int, default=2, help="subprocesses per framework and model, alternating")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds per framework, model and round")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,15 +289,21 @@ def main():
     unknown = [n for n in names if n not in MODELS] + [f for f in frameworks if f not in FRAMEWORKS]
     if unknown:
         parser.error(f"unknown model or framework: {', '.join(unknown)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     results = {"command": " ".join(sys.argv), "cpu_count": os.cpu_count(), "learning_rate": LEARNING_RATE,
-               "optimizer": "adam", "models": {}}
+               "optimizer": "adam", "rounds": args.rounds, "models": {}}
     for name in names:
         shape, classes, batch, steps, windows = MODELS[name]
         entry = results["models"][name] = {"input": "x".join(map(str, shape)), "classes": classes, "batch": batch,
                                            "steps_per_window": steps, "windows": windows, "frameworks": {}}
-        for framework in frameworks:
-            entry["frameworks"][framework] = measure(framework, name, args.timeout)
-            print(f"{name} {framework}: {json.dumps(entry['frameworks'][framework])}", file=sys.stderr, flush=True)
+        rounds = {framework: [] for framework in frameworks}
+        for round_index in range(args.rounds):
+            for framework in frameworks:
+                rounds[framework].append(measure(framework, name, args.timeout))
+                print(f"{name} {framework} round {round_index + 1}: {json.dumps(rounds[framework][-1])}",
+                      file=sys.stderr, flush=True)
+        entry["frameworks"] = {framework: pool_rounds(runs) for framework, runs in rounds.items()}
         counts = {f: r["trainable"] for f, r in entry["frameworks"].items() if "trainable" in r}
         if len(set(counts.values())) > 1:
             raise SystemExit(f"{name}: trainable parameter counts differ between frameworks: {counts}")

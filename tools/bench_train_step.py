@@ -95,7 +95,7 @@ def main():
     trainers = {"jaxcnn": Trainer(config, dataset=dataset)}
     if args.compare_xla_default:
         chosen = backend.compiler_options
-        backend.compiler_options = lambda params: ()  # the Trainer's steps: plain jax.jit
+        backend.compiler_options = lambda params, largest_activation=None: ()  # the Trainer's steps: plain jax.jit
         trainers["xla_default"] = Trainer(config, dataset=dataset)
         backend.compiler_options = chosen
     # The step is traced at its first call: within this context for each variant.

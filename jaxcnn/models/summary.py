@@ -9,6 +9,7 @@ from XLA's cost analysis of the lowered forward pass (no compilation).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -113,6 +114,28 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...], name: str = "")
             call.weights = _size(_subtree(params, call.path)) + _size(_subtree(state, call.path))
             layers.append(call)
     return layers, variables
+
+
+def _largest_array(jaxpr) -> int:
+    """Bytes of the largest array an equation of `jaxpr` (or of a jaxpr inside one) computes."""
+    largest = 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            largest = max(largest, math.prod(var.aval.shape) * var.aval.dtype.itemsize)
+        for param in eqn.params.values():
+            for inner in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's Jaxpr
+                if hasattr(inner, "eqns"):
+                    largest = max(largest, _largest_array(inner))
+    return largest
+
+
+def largest_forward_array(model: nn.Module, variables: dict, input_shape: tuple[int, ...], batch: int) -> int:
+    """Bytes of the largest array the model's inference forward pass computes for a float32
+    batch of `batch` inputs (traced with `variables`' shapes: nothing is computed)."""
+    x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
+    variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    return _largest_array(jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x).jaxpr)
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") -> Summary:

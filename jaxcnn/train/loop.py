@@ -40,6 +40,7 @@ from jaxcnn import backend
 from jaxcnn import config as config_lib
 from jaxcnn import data as data_lib
 from jaxcnn import models, optim
+from jaxcnn.models import summary
 from jaxcnn.data import pipeline
 from jaxcnn.data.augment import Augment
 from jaxcnn.errors import UserError
@@ -148,8 +149,13 @@ class Trainer:
         except (TypeError, ValueError) as e:
             raise UserError(f"model '{config.model}' cannot take {self.dataset.image_shape} inputs of "
                             f"'{config.dataset}': {str(e).splitlines()[0]}") from e
-        # XLA's options for every compiled step of this model (jaxcnn.backend: its CPU convolution kernels).
-        self.compiler_options = backend.compiler_options(shapes["params"])
+        # XLA's options for the compiled steps of this model (jaxcnn.backend: its CPU convolution kernels,
+        # and its temporaries in heaps where the largest array of its forward pass on a device's batch fits one).
+        def options(batch: int) -> tuple:
+            largest = summary.largest_forward_array(self.model, shapes, self.dataset.image_shape,
+                                                    max(1, batch // self.mesh.size))
+            return backend.compiler_options(shapes["params"], largest)
+        self.compiler_options, self.eval_compiler_options = options(config.batch_size), options(eval_batch)
         # Every phase is built now (its patterns checked), so a bad one fails before anything is written.
         self.phases: list[Phase] = []
         for phase_config in config_lib.phase_configs(config):
@@ -166,7 +172,7 @@ class Trainer:
                       + (f" (new {', '.join(kept)}: the classes differ)" if kept else ""), flush=True)
         # The loss terms an evaluation adds (label smoothing, penalties) are the same in every phase.
         self._eval_step = backend.jit(functools.partial(steps.eval_step, head=self.head, options=self.options),
-                                      self.compiler_options,
+                                      self.eval_compiler_options,
                                       in_shardings=(self.replicated, pipeline.batch_sharded(self.mesh)),
                                       out_shardings=self.replicated)
         self.stop_training = False
