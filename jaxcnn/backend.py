@@ -25,15 +25,19 @@ XLA gives a step's temporary buffers one block, allocated and freed on every cal
 cannot keep a block over 64 MB in the arena of the thread that allocates it (XLA's client
 thread), so it maps it afresh and unmaps it on every call, and the kernel faults in and
 zeroes every page again: ResNet-20's train step (192 MB of temporaries at batch 128) took
-49,000 page faults per step. Where the largest array of the model's forward pass fits in
-16 MB, jaxcnn asks XLA for heaps of at most 16 MB instead
-(`xla_multiheap_size_constraint_per_heap`), which the arenas keep from one call to the
-next. Train step ms, alternating runs of `tools/bench_train_step.py` with the option set
-through XLA_FLAGS and not: resnet20 205 / 205 / 209 -> 180 / 171 / 180, vgg16 349 / 323 /
-336 -> 308 / 315 / 325, simple_cnn and lenet5 the same. A larger array takes a heap of its
-own: ResNet-50 at 224x224 (8 x 112 x 112 x 64 floats, 25.7 MB) became slower with heaps
-(1,063 / 1,080 -> 1,172 / 1,196 ms per step, 2.5 against 1.7 GB resident), MobileNetV2 at
-224x224 (36.8 MB) faster (258 / 258 / 277 -> 233 / 233 / 240); the rule leaves both out.
+49,000 page faults per step, ResNet-50's (610 MB at batch 8 on 224x224) 156,000. Where the
+largest array of the model's forward pass fits in 28 MB, jaxcnn asks XLA for heaps of at
+most 28 MB instead (`xla_multiheap_size_constraint_per_heap`); glibc keeps blocks up to 32 MB
+in its arenas, from one call to the next. Train step ms, alternating runs of
+`tools/bench_train_step.py`, one block -> heaps: resnet20 205 / 205 / 209 -> 180 / 171 / 180
+(16 MB heaps; 28 MB measured the same as 16 MB), vgg16 349 / 323 / 336 -> 308 / 315 / 325
+(16 MB; 28 MB was 2-6% slower than 16 MB), and later, on a busier machine, vgg16 404 / 389 ->
+395 / 370 and resnet50 1,236 / 1,263 -> 1,147 / 1,152 (28 MB heaps; faults 156,000 -> 64,000
+per step); simple_cnn and lenet5 the same. With 16 MB heaps, in which ResNet-50's 25.7 MB
+arrays did not fit, its step was slower instead (1,063 / 1,080 -> 1,172 / 1,196 ms, 2.5 against
+1.7 GB resident), so a model with an array larger than a heap keeps the one block (MobileNetV2
+at 224x224, 36.8 MB, measured faster with heaps all the same: 258 / 258 / 277 -> 233 / 233 /
+240 ms with 16 MB ones).
 """
 
 import functools
@@ -48,7 +52,7 @@ from jaxcnn import layers
 _YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
 CONVOLUTIONS_ON_EIGEN = ((_YNN_FUSION, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"),)
 """YNNPACK keeps matrix products and reductions; XLA runs convolutions itself (with Eigen)."""
-TEMPORARY_HEAP_BYTES = 16 << 20
+TEMPORARY_HEAP_BYTES = 28 << 20
 _HEAP_SIZE = "xla_multiheap_size_constraint_per_heap"
 TEMPORARIES_IN_HEAPS = ((_HEAP_SIZE, str(TEMPORARY_HEAP_BYTES)),)
 """A step's temporary buffers in heaps of at most TEMPORARY_HEAP_BYTES instead of one block."""

@@ -98,8 +98,8 @@ def _temporary_allocations(dump_dir) -> list[int]:
 
 @cpu_only
 def test_xla_splits_the_temporaries_into_heaps_with_the_same_results(fresh_options, tmp_path):
-    def loss(x):  # six 4 MB products, kept for the gradient: 24 MB and more of temporaries
-        for _ in range(6):
+    def loss(x):  # twelve 4 MB products, kept for the gradient: 48 MB and more of temporaries
+        for _ in range(12):
             x = jnp.tanh(x @ x) * 2
         return jnp.sum(x)
     x = jax.random.normal(jax.random.key(0), (1024, 1024)) / 32
