@@ -86,7 +86,8 @@ def compiler_options(params, largest_activation: int | None = None) -> tuple[tup
     does, and the step measured the same either way.)
 
     Its temporaries in heaps of TEMPORARY_HEAP_BYTES when `largest_activation`, the bytes of
-    the step's largest layer output (over its whole batch), fits in one (None: not known).
+    the largest array of the model's forward pass on the step's batch
+    (`jaxcnn.models.summary.largest_forward_array`), fits in one (None: not known).
     """
     def wants_eigen(kernel_shape) -> bool:
         return (len(kernel_shape) == 4 and kernel_shape[0] * kernel_shape[1] > 1
