@@ -716,6 +716,12 @@ def zero_pad(x, padding: Padding):
 
 # --- normalization and constraints ---------------------------------------------
 
+def shifted(x, shift):
+    """x + shift (per feature), or x when shift is None: what a BatchNorm given a `shift`
+    normalizes."""
+    return x if shift is None else x + shift.astype(x.dtype)
+
+
 class BatchNorm(nn.BatchNorm):
     """`flax.linen.BatchNorm` (same attributes, variables, initializers and results), whose
     training-mode normalization over the batch is one function with its own gradient
@@ -740,7 +746,7 @@ class BatchNorm(nn.BatchNorm):
         running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
         if (running or mask is not None or self.axis_name is not None or not self.use_fast_variance
                 or not self.force_float32_reductions or self.axis not in (-1, x.ndim - 1)):
-            return super().__call__(x if shift is None else x + shift.astype(x.dtype), use_running_average, mask=mask)
+            return super().__call__(shifted(x, shift), use_running_average, mask=mask)
         features = (x.shape[-1],)
         ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), features)
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)

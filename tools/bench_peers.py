@@ -63,6 +63,11 @@ def timed_windows(step, steps: int, windows: int, batch: int, sync) -> dict:
             out = step()
         sync(out)
         rates.append(steps * batch / (time.perf_counter() - start))
+    return windows_summary(first_s, rates)
+
+
+def windows_summary(first_s: float, rates: list[float]) -> dict:
+    """The first call's seconds, and the median and best of the windows' images/s."""
     return {"first_s": round(first_s, 2), "images_per_s": round(statistics.median(rates), 1),
             "best_images_per_s": round(max(rates), 1), "windows": [round(r, 1) for r in rates]}
 
@@ -244,11 +249,9 @@ def pool_rounds(rounds: list[dict]) -> dict:
         return failed[0]
     pooled = dict(rounds[0])
     for part in ("train", "eval"):
-        windows = [w for r in rounds for w in r[part]["windows"]]
-        pooled[part] = {"first_s": round(statistics.median(r[part]["first_s"] for r in rounds), 2),
-                        "images_per_s": round(statistics.median(windows), 1),
-                        "best_images_per_s": round(max(windows), 1), "windows": windows,
-                        "round_medians": [r[part]["images_per_s"] for r in rounds]}
+        pooled[part] = windows_summary(statistics.median(r[part]["first_s"] for r in rounds),
+                                       [w for r in rounds for w in r[part]["windows"]])
+        pooled[part]["round_medians"] = [r[part]["images_per_s"] for r in rounds]
     pooled.update(peak_rss_mb=max(r["peak_rss_mb"] for r in rounds), wall_s=round(sum(r["wall_s"] for r in rounds), 1),
                   load_before=[r["load_before"] for r in rounds], load_after=[r["load_after"] for r in rounds])
     return pooled

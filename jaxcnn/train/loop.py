@@ -151,6 +151,7 @@ class Trainer:
                             f"'{config.dataset}': {str(e).splitlines()[0]}") from e
         # XLA's options for the compiled steps of this model (jaxcnn.backend: its CPU convolution kernels,
         # and its temporaries in heaps where the largest array of its forward pass on a device's batch fits one).
+        @functools.cache  # one trace when the train and eval batches are the same
         def options(batch: int) -> tuple:
             largest = summary.largest_forward_array(self.model, shapes, self.dataset.image_shape,
                                                     max(1, batch // self.mesh.size))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from clu import metrics as clu_metrics
 
-from jaxcnn import optim
+from jaxcnn import layers, optim
 from jaxcnn.heads import Head
 from jaxcnn.train.state import TrainState
 
@@ -98,7 +98,7 @@ def _frozen_batch_norm(patterns):
         if (not isinstance(module, nn.BatchNorm) or context.method_name != "__call__" or module.use_running_average
                 or not any(optim.matches("/".join(module.scope.path) + "/mean", p) for p in patterns)):
             return next_fun(*args, **kwargs)
-        x = args[0] if kwargs.get("shift") is None else args[0] + kwargs["shift"].astype(args[0].dtype)
+        x = layers.shifted(args[0], kwargs.get("shift"))
         y = x - module.get_variable("batch_stats", "mean")
         mul = jax.lax.rsqrt(module.get_variable("batch_stats", "var") + module.epsilon)
         if module.use_scale:
