@@ -32,8 +32,9 @@ in its arenas, from one call to the next. Train step ms, alternating runs of
 `tools/bench_train_step.py`, one block -> heaps: resnet20 205 / 205 / 209 -> 180 / 171 / 180
 (16 MB heaps; 28 MB measured the same as 16 MB), vgg16 349 / 323 / 336 -> 308 / 315 / 325
 (16 MB; 28 MB was 2-6% slower than 16 MB), and later, on a busier machine, vgg16 404 / 389 ->
-395 / 370 and resnet50 1,236 / 1,263 -> 1,147 / 1,152 (28 MB heaps; faults 156,000 -> 64,000
-per step); simple_cnn and lenet5 the same. With 16 MB heaps, in which ResNet-50's 25.7 MB
+395 / 370 and resnet50 1,236 / 1,263 -> 1,147 / 1,152 (28 MB heaps); simple_cnn and lenet5 the
+same. In a script timing the Trainer's steps (`resource.getrusage`), ResNet-50's faults went
+156,000 -> 58,000-68,000 per step with 28 MB heaps, and with 16 MB heaps, in which its 25.7 MB
 arrays did not fit, its step was slower instead (1,063 / 1,080 -> 1,172 / 1,196 ms, 2.5 against
 1.7 GB resident), so a model with an array larger than a heap keeps the one block (MobileNetV2
 at 224x224, 36.8 MB, measured faster with heaps all the same: 258 / 258 / 277 -> 233 / 233 /
