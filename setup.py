@@ -1,5 +1,5 @@
 """Builds jaxcnn's one compiled piece: the XLA FFI handlers that run convolutions on CPU with
-oneDNN (jaxcnn/onednn_conv.cc; see jaxcnn/onednn.py). Everything else is in pyproject.toml.
+oneDNN (jaxcnn/onednn_ops.cc; see jaxcnn/onednn.py). Everything else is in pyproject.toml.
 
 The build needs a C++17 compiler, jaxlib's XLA FFI headers and oneDNN's headers and library
 (the `jaxlib` and `onednn-devel-cpu-gomp` build requirements). It is optional: where it cannot
@@ -46,7 +46,7 @@ class BuildOneDnnExtension(build_ext):
 
 setup(
     ext_modules=[Extension(
-        "jaxcnn._onednn_conv", sources=["jaxcnn/onednn_conv.cc"], language="c++", libraries=["dnnl"],
+        "jaxcnn._onednn_ops", sources=["jaxcnn/onednn_ops.cc"], language="c++", libraries=["dnnl"],
         extra_compile_args=["-std=c++17", "-O3", "-fopenmp"], extra_link_args=["-fopenmp"], optional=True)],
     cmdclass={"build_ext": BuildOneDnnExtension},
 )

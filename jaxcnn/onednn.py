@@ -1,20 +1,24 @@
-"""Convolutions run by oneDNN on CPU: the kernels TensorFlow (Keras) and PyTorch run there,
-called from XLA through its FFI (`jaxcnn/onednn_conv.cc`, built when jaxcnn is installed, and
-Intel's `onednn-cpu-gomp` library from PyPI).
+"""Convolutions and large matrix products run by oneDNN on CPU: the kernels TensorFlow (Keras)
+and PyTorch run there, called from XLA through its FFI (`jaxcnn/onednn_ops.cc`, built when
+jaxcnn is installed, and Intel's `onednn-cpu-gomp` library from PyPI).
 
 Why: XLA's own CPU convolutions are far slower than oneDNN's on this kind of machine, most of
 all for their gradients. At batch 128, forward / input gradient / kernel gradient in ms, XLA ->
 oneDNN (`python tools/bench_onednn.py`): ResNet-20's 3x3 16x16x32 -> 32 3.26 / 3.01 / 8.11 ->
 1.88 / 1.83 / 1.88; LeNet-5's 5x5 14x14x6 -> 16 2.08 / 2.75 / 1.82 -> 0.45 / 1.05 / 0.47
-(README, Performance).
+(README, Performance). XLA's product of a few rows with a large dense kernel ran on one thread:
+VGG-16's fc2 forward, 32x4096 @ 4096x4096, 11.45 ms against oneDNN's 5.94
+(`jaxcnn.layers.ONEDNN_MIN_DENSE_KERNEL`).
 
 `conv(x, kernel, ...)` is differentiable to any order in reverse mode: the convolution, its
 input gradient and its kernel gradient are the three partial derivatives of one trilinear
-form <conv(x, kernel), dy>, so each one's gradient is made of the others. `enabled()` says
-whether the calls can be used (a CPU backend with one device, the library loaded, and
-`JAXCNN_ONEDNN` not set to 0); `supports(...)` whether oneDNN runs a given geometry. (Dense
-layers stay XLA's: oneDNN's inner product was no faster, 128x5408 @ 5408x128 forward / input /
-kernel gradient 1.73 / 2.17 / 3.99 ms against XLA's 1.53 / 1.38 / 1.47.)
+form <conv(x, kernel), dy>, so each one's gradient is made of the others. `matmul(a, b)` is
+not differentiable itself (`jaxcnn.layers.dense_product` gives it XLA's gradients).
+`enabled()` says whether the calls can be used (a CPU backend with one device, the library
+loaded, and `JAXCNN_ONEDNN` not set to 0); `supports(...)` whether oneDNN runs a given
+convolution. (oneDNN's inner product, tried first for dense layers, was no faster: 128x5408 @
+5408x128 forward / input / kernel gradient 1.73 / 2.17 / 3.99 ms against XLA's 1.53 / 1.38 /
+1.47.)
 """
 
 from __future__ import annotations
@@ -31,14 +35,15 @@ import jax
 import numpy as np
 
 _TARGETS = tuple(f"jaxcnn_onednn_conv_{p}" for p in ("forward", "backward_data", "backward_weights"))
+_MATMUL_TARGET = "jaxcnn_onednn_matmul"
 _DNNL_SONAME = "libdnnl.so.3"
 
 
 def _extension_path() -> str | None:
-    """The compiled handlers (`jaxcnn/_onednn_conv*.so`, built by setup.py), if present."""
+    """The compiled handlers (`jaxcnn/_onednn_ops*.so`, built by setup.py), if present."""
     here = os.path.dirname(os.path.abspath(__file__))
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = os.path.join(here, "_onednn_conv" + suffix)
+        path = os.path.join(here, "_onednn_ops" + suffix)
         if os.path.exists(path):
             return path
     return None
@@ -76,7 +81,7 @@ def _library():
         library = ctypes.CDLL(path)
     except OSError:
         return None
-    for name in _TARGETS:
+    for name in (*_TARGETS, _MATMUL_TARGET):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
     library.jaxcnn_onednn_conv_supported.argtypes = [ctypes.POINTER(ctypes.c_int64)]
     library.jaxcnn_onednn_conv_supported.restype = ctypes.c_int
@@ -183,3 +188,13 @@ def conv(x, kernel, strides, pads, dilation, groups=1):
     return _conv_forward(x, kernel, (x.shape[0], *out, kernel.shape[3]),
                          (tuple(strides), tuple(map(tuple, pads)), tuple(dilation), groups))
 
+
+
+def matmul(a, b):
+    """a @ b for float32 matrices a (m, k) and b (k, n) on oneDNN (its matmul, the kernels
+    PyTorch runs on CPU), c's columns split over XLA's threads so that each reads its own part
+    of b. Not differentiable itself (`jaxcnn.layers.dense_product` gives it XLA's gradients)."""
+    if _library() is None:
+        raise RuntimeError("jaxcnn's oneDNN kernels are not available here (see jaxcnn.onednn.enabled)")
+    return jax.ffi.ffi_call(_MATMUL_TARGET, jax.ShapeDtypeStruct((a.shape[0], b.shape[1]), a.dtype),
+                            vmap_method="sequential")(a, b)

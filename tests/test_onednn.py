@@ -1,12 +1,14 @@
-"""jaxcnn's oneDNN convolutions (jaxcnn/onednn.py, jaxcnn/onednn_conv.cc) against the plain lax
+"""jaxcnn's oneDNN convolutions (jaxcnn/onednn.py, jaxcnn/onednn_ops.cc) against the plain lax
 convolution: values, gradients of every order, batching and threads; and which of jaxcnn's
-convolutions run on it."""
+convolutions run on it. Its matrix product against NumPy's, and the dense layers that use it
+against Flax's own Dense."""
 
 import platform
 import shutil
 import sys
 import threading
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +31,7 @@ def test_the_library_is_built_and_used_on_x86_64_linux():
         pytest.skip("oneDNN is built for x86-64 Linux and used on a one-device CPU")
     if not any(shutil.which(compiler) for compiler in ("c++", "g++", "clang++")):
         pytest.skip("no C++ compiler here: jaxcnn was installed without its oneDNN convolutions")
-    assert onednn._extension_path() is not None, "jaxcnn/_onednn_conv*.so is missing: reinstall with a C++ compiler"
+    assert onednn._extension_path() is not None, "jaxcnn/_onednn_ops*.so is missing: reinstall with a C++ compiler"
     assert onednn._library() is not None, "the oneDNN library (pip package onednn-cpu-gomp) did not load"
     assert onednn.enabled()
 
@@ -202,3 +204,66 @@ def test_a_train_step_is_the_same_with_xla_convolutions():
     for a, b in zip(jax.tree.leaves((ours.params, ours.batch_stats, our_metrics)),
                     jax.tree.leaves((xla.params, xla.batch_stats, xla_metrics))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("m,k,n", [
+    (3, 40, 1000),   # columns split over the threads, the last chunk shorter
+    (1, 7, 5),       # fewer columns than a cache line: one chunk
+    (32, 64, 33),
+    (17, 1, 48),
+])
+def test_matmul_is_the_matrix_product(m, k, n):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    for product in (onednn.matmul, jax.jit(onednn.matmul)):
+        got = product(jnp.asarray(a), jnp.asarray(b))
+        assert got.shape == (m, n) and got.dtype == jnp.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _dense_pair(features):
+    """Flax's Dense and the same layer with jaxcnn's product (as jaxcnn's models build it)."""
+    return nn.Dense(features), nn.Dense(features, dot_general=layers.dense_product)
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(6, 40), (2, 3, 40)])  # a batch of vectors, or of sequences of them
+def test_a_dense_layer_with_a_large_kernel_runs_forward_on_onednn_as_flax_dense(shape, monkeypatch):
+    monkeypatch.setattr(layers, "ONEDNN_MIN_DENSE_KERNEL", 40 * 24)
+    plain, ours = _dense_pair(24)
+    x = jax.random.normal(jax.random.key(0), shape)
+    variables = plain.init(jax.random.key(1), x)
+    assert "jaxcnn_onednn_matmul" in str(jax.make_jaxpr(ours.apply)(variables, x))
+    np.testing.assert_allclose(ours.apply(variables, x), plain.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+    def loss(layer):
+        return lambda v, x: jnp.sum(jnp.sin(layer.apply(v, x)))
+    for grad in (jax.grad, lambda f: jax.grad(lambda v, x: jnp.sum(jax.grad(f, 1)(v, x) ** 2))):  # and of order 2
+        got, want = grad(loss(ours))(variables, x), grad(loss(plain))(variables, x)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_layers_with_small_kernels_or_without_onednn_keep_xlas_product(monkeypatch):
+    _, ours = _dense_pair(24)
+    x = jnp.ones((6, 40))
+    variables = ours.init(jax.random.key(1), x)
+    monkeypatch.setattr(layers, "ONEDNN_MIN_DENSE_KERNEL", 40 * 24 + 1)
+    assert "jaxcnn_onednn" not in str(jax.make_jaxpr(ours.apply)(variables, x))
+    monkeypatch.setattr(layers, "ONEDNN_MIN_DENSE_KERNEL", 1)
+    with onednn.switched_off():
+        assert "jaxcnn_onednn" not in str(jax.make_jaxpr(ours.apply)(variables, x))
+    in_bfloat16 = nn.Dense(24, dtype=jnp.bfloat16, dot_general=layers.dense_product)
+    assert "jaxcnn_onednn" not in str(jax.make_jaxpr(in_bfloat16.apply)(variables, x))
+
+
+@needs_onednn
+def test_models_dense_layers_take_jaxcnns_product(monkeypatch):
+    from jaxcnn import models
+    monkeypatch.setattr(layers, "ONEDNN_MIN_DENSE_KERNEL", 28 * 28 * 100)  # the MLP's hidden layer, not its head
+    model = models.create("mlp")
+    x = jnp.ones((2, 28, 28, 1))
+    variables = model.init(jax.random.key(0), x)
+    assert str(jax.make_jaxpr(model.apply)(variables, x)).count("jaxcnn_onednn_matmul") == 1

@@ -2,13 +2,16 @@
 of `--calls` calls): jaxcnn's XLA form (what `jaxcnn.layers` compiles with oneDNN switched
 off, with the kernel choice of `jaxcnn.backend`), jaxcnn's oneDNN convolution
 (`jaxcnn.onednn`), and, when PyTorch is installed, PyTorch's own oneDNN convolution in
-channels-last (what PyTorch and Keras run on CPU).
+channels-last (what PyTorch and Keras run on CPU). Then dense layers' forward products the
+same three ways (XLA's, `jaxcnn.onednn.matmul`, PyTorch's `mm`).
 
     python tools/bench_onednn.py
-    python tools/bench_onednn.py --shapes 32x4x4x512:512:3,8x56x56x64:64:3:2 --out onednn.json
+    python tools/bench_onednn.py --shapes 32x4x4x512:512:3,8x56x56x64:64:3:2 --dense 32x4096x4096 --out onednn.json
 
-Each shape is BATCHxHEIGHTxWIDTHxCHANNELS:FILTERS:KERNEL[:STRIDE], 'same' padding. The
-default shapes are ResNet-20's stages, LeNet-5's C3, and ResNet-50's and VGG-16's.
+Each shape is BATCHxHEIGHTxWIDTHxCHANNELS:FILTERS:KERNEL[:STRIDE], 'same' padding; each dense
+shape ROWSxINPUTSxOUTPUTS. The default shapes are ResNet-20's stages, LeNet-5's C3, and
+ResNet-50's and VGG-16's; the dense ones the course's CNN's, ResNet-50's head, VGG-16's at
+32x32 (fc1, fc2) and AlexNet's first (9216 -> 4096), and two between.
 """
 
 import argparse
@@ -24,6 +27,8 @@ from jaxcnn import backend, layers, onednn
 
 DEFAULT_SHAPES = ("128x32x32x16:16:3", "128x16x16x32:32:3", "128x8x8x64:64:3", "128x14x14x6:16:5",
                   "8x56x56x64:64:3", "8x56x56x256:64:1", "32x8x8x256:256:3", "32x4x4x512:512:3")
+DEFAULT_DENSE = ("128x5408x128", "8x2048x1000", "32x512x4096", "32x4096x1000", "32x2048x2048", "32x4096x4096",
+                 "32x9216x4096")
 PASSES = ("forward", "input_gradient", "kernel_gradient")
 
 
@@ -79,9 +84,30 @@ def time_torch(x, kernel, dy, stride, calls) -> dict | None:
         return {name: median_ms(run, calls) for name, run in runs.items()}
 
 
+def time_dense(text: str, calls: int) -> dict:
+    """Forward ms of one dense shape 'ROWSxINPUTSxOUTPUTS': XLA's product, oneDNN's, PyTorch's."""
+    rows, inputs, outputs = (int(s) for s in text.split("x"))
+    rng = np.random.default_rng(0)
+    x = rng.random((rows, inputs), dtype=np.float32)
+    kernel = rng.normal(size=(inputs, outputs)).astype(np.float32)
+    row = {"shape": text, "on_onednn_in_jaxcnn": kernel.size >= layers.ONEDNN_MIN_DENSE_KERNEL}
+    try:
+        import torch
+        tx, tk = torch.from_numpy(x), torch.from_numpy(kernel)
+        row["torch_ms"] = median_ms(lambda: torch.mm(tx, tk), calls)
+    except ImportError:
+        pass
+    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    for name, product in (("xla_ms", jnp.dot), ("onednn_ms", onednn.matmul)):
+        compiled = jax.jit(product).lower(x, kernel).compile()
+        row[name] = median_ms(lambda: jax.block_until_ready(compiled(x, kernel)), calls)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES))
+    parser.add_argument("--dense", default=",".join(DEFAULT_DENSE), help="dense shapes ('' for none)")
     parser.add_argument("--calls", type=int, default=15)
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args()
@@ -114,7 +140,14 @@ def main():
         print(f"{text:22s} XLA {cells[0]:>20s}   oneDNN {cells[1]:>20s}"
               + (f"   PyTorch {cells[2]:>20s}" if len(cells) > 2 else "")
               + ("" if row["on_onednn_in_jaxcnn"] else "   (jaxcnn keeps XLA's: few output pixels)"), flush=True)
-    benchlib.report({"passes": PASSES, "rows": rows}, args.out, quiet=True)
+    dense_rows = []
+    for text in filter(None, args.dense.split(",")):
+        row = time_dense(text, args.calls)
+        dense_rows.append(row)
+        print(f"dense {text:16s} forward: XLA {row['xla_ms']:.2f}   oneDNN {row['onednn_ms']:.2f}"
+              + (f"   PyTorch {row['torch_ms']:.2f}" if "torch_ms" in row else "")
+              + ("" if row["on_onednn_in_jaxcnn"] else "   (jaxcnn keeps XLA's: a small kernel)"), flush=True)
+    benchlib.report({"passes": PASSES, "rows": rows, "dense_forward": dense_rows}, args.out, quiet=True)
 
 
 if __name__ == "__main__":

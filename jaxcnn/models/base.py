@@ -42,7 +42,8 @@ class Classifier(nn.Module):
     param_dtype: Any = jnp.float32
 
     def dense(self, features: int, name: str) -> nn.Dense:
-        return nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        return nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=layers.dense_product,
+                        name=name)
 
     def dropout(self, x, train: bool):
         return layers.dropout(x, self.dropout_rate, train)

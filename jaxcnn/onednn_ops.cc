@@ -1,20 +1,23 @@
-// 2-D convolutions for XLA on CPU, run by oneDNN (the kernels TensorFlow and PyTorch use on
-// CPU): three XLA FFI handlers (forward, backward data, backward weights) over NHWC activations
-// and HWIO kernels (jax.lax.conv_general_dilated's "NHWC", "HWIO", "NHWC"), and a query that
-// says whether oneDNN runs a geometry. jaxcnn/onednn.py registers them and wraps them as
-// differentiable JAX functions; jaxcnn/layers.py decides which convolutions use them.
+// Convolutions and matrix products for XLA on CPU, run by oneDNN (the kernels TensorFlow and
+// PyTorch use on CPU): three XLA FFI handlers for 2-D convolutions (forward, backward data,
+// backward weights) over NHWC activations and HWIO kernels (jax.lax.conv_general_dilated's
+// "NHWC", "HWIO", "NHWC"), a query that says whether oneDNN runs a convolution's geometry, and a
+// handler for the product of two row-major float32 matrices. jaxcnn/onednn.py registers them and
+// wraps them as JAX functions; jaxcnn/layers.py decides which convolutions and dense layers use
+// them.
 //
 // Threads: the library is oneDNN's OpenMP build, but its work runs on XLA's own intra-op
-// threads. A call splits its batch into one chunk per XLA thread; each thread (the calling one
-// and the tasks it schedules on XLA's pool) claims chunks and runs them with a one-thread
-// OpenMP team, and the caller runs whatever nobody else claimed. (Letting OpenMP's own threads
-// run each call, as TensorFlow and PyTorch do, put three busy threads on two cores whenever XLA
-// ran another op at the same time: LeNet-5's train step took 9.0 ms against 6.1 ms this way.)
-// The kernel gradient sums the chunks' partial gradients. OpenMP never runs a team of more than
-// one thread here: a primitive keeps the thread count it was created with, and one created
-// with two threads (in the first version, the one that reordered the kernel) left an OpenMP
-// worker spinning beside XLA's threads after every call: ResNet-20's 32x32x16 -> 16 forward
-// took 3.9 ms against 2.0 ms. So a batch smaller than the thread count runs one image per chunk.
+// threads. A convolution splits its batch into one chunk per XLA thread (a product, the columns
+// of its result); each thread (the calling one and the tasks it schedules on XLA's pool)
+// claims chunks and runs them with a one-thread OpenMP team, and the caller runs whatever
+// nobody else claimed (RunChunks). (Letting OpenMP's own threads run each call, as TensorFlow
+// and PyTorch do, put three busy threads on two cores whenever XLA ran another op at the same
+// time: LeNet-5's train step took 9.0 ms against 6.1 ms this way.) The kernel gradient sums
+// the chunks' partial gradients. OpenMP never runs a team of more than one thread here: a
+// primitive keeps the thread count it was created with, and one created with two threads (in
+// the first version, the one that reordered the kernel) left an OpenMP worker spinning beside
+// XLA's threads after every call: ResNet-20's 32x32x16 -> 16 forward took 3.9 ms against 2.0
+// ms. So a batch smaller than the thread count runs one image per chunk.
 
 #include <omp.h>
 
@@ -24,6 +27,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -144,7 +148,39 @@ char* ThreadBuffer(int which, size_t size) {
 
 size_t ByteWidth(memory::data_type dt) { return dt == memory::data_type::f32 ? 4 : 2; }
 
-// One call of a handler: the pass, its operands and how its batch is split.
+// Runs run(i) for every chunk i in [0, count): the calling thread and one task per other XLA
+// thread claim chunks until none is left, each with a one-thread OpenMP team (see the top of
+// this file). Returns the first error, or an empty string.
+std::string RunChunks(ffi::ThreadPool& pool, int64_t count, std::function<void(int64_t)> run) {
+  struct State {
+    std::function<void(int64_t)> run;
+    int64_t count;
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex error_mutex;
+    std::string error;
+  };
+  auto state = std::make_shared<State>();  // a task may start after the call returned: it then claims nothing
+  state->run = std::move(run);
+  state->count = count;
+  auto work = [state] {
+    omp_set_num_threads(1);
+    for (int64_t i; (i = state->next.fetch_add(1)) < state->count;) {
+      try {
+        state->run(i);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(state->error_mutex);
+        if (state->error.empty()) state->error = e.what();
+      }
+      state->done.fetch_add(1);
+    }
+  };
+  for (int64_t t = 1; t < count; ++t) pool.Schedule([work] { work(); });
+  work();
+  while (state->done.load() < count) std::this_thread::yield();
+  return state->error;
+}
+
+// One call of a convolution handler: the pass, its operands and how its batch is split.
 struct Call {
   Pass pass;
   memory::data_type dt;
@@ -153,10 +189,6 @@ struct Call {
   int64_t chunk = 0, chunks = 1;
   std::unique_ptr<char[]> partials;  // backward weights: each chunk's kernel gradient, in the user's layout
   size_t partial_bytes = 0;
-
-  std::atomic<int64_t> next{0}, done{0};
-  std::mutex error_mutex;
-  std::string error;
 
   // Runs images [first, first + count) on the calling thread. Each chunk's primitive has its own
   // kernel format (oneDNN may pick another for another batch size: its inner product did, when
@@ -191,20 +223,10 @@ struct Call {
     stream.wait();
   }
 
-  // Claims and runs chunks until none is left (one OpenMP thread: this one).
-  void Work() {
-    omp_set_num_threads(1);
-    for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
-      try {
-        int64_t first = i * chunk;
-        char* weights_out = pass != kBackwardWeights ? nullptr : chunks == 1 ? out : partials.get() + i * partial_bytes;
-        RunImages(first, std::min(chunk, g.n - first), weights_out);
-      } catch (const std::exception& e) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        error = e.what();
-      }
-      done.fetch_add(1);
-    }
+  void RunChunk(int64_t i) {
+    int64_t first = i * chunk;
+    char* weights_out = pass != kBackwardWeights ? nullptr : chunks == 1 ? out : partials.get() + i * partial_bytes;
+    RunImages(first, std::min(chunk, g.n - first), weights_out);
   }
 };
 
@@ -235,7 +257,7 @@ ffi::Error Execute(Pass pass, ffi::ThreadPool pool, const Geometry& geometry, ff
   if (a.element_type() != ffi::F32 || b.element_type() != ffi::F32 || out->element_type() != ffi::F32) {
     return ffi::Error::InvalidArgument("jaxcnn's oneDNN convolution takes float32 operands only");
   }
-  auto call = std::make_shared<Call>();
+  auto call = std::make_unique<Call>();
   call->pass = pass;
   call->dt = memory::data_type::f32;
   call->g = geometry;
@@ -252,10 +274,8 @@ ffi::Error Execute(Pass pass, ffi::ThreadPool pool, const Geometry& geometry, ff
       call->partial_bytes = static_cast<size_t>(g.kh * g.kw * (g.c / g.groups) * g.o) * ByteWidth(call->dt);
       call->partials.reset(new char[call->chunks * call->partial_bytes]);  // each written whole by its chunk
     }
-    for (int64_t t = 1; t < call->chunks; ++t) pool.Schedule([call] { call->Work(); });
-    call->Work();
-    while (call->done.load() < call->chunks) std::this_thread::yield();
-    if (!call->error.empty()) return ffi::Error::Internal("oneDNN convolution: " + call->error);
+    std::string error = RunChunks(pool, call->chunks, [&call](int64_t i) { call->RunChunk(i); });
+    if (!error.empty()) return ffi::Error::Internal("oneDNN convolution: " + error);
     if (pass == kBackwardWeights && call->chunks > 1) {
       SumPartials(reinterpret_cast<const float*>(call->partials.get()), call->chunks, call->partial_bytes / 4,
                   reinterpret_cast<float*>(call->out));
@@ -275,6 +295,71 @@ ffi::Error ExecuteConv(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
              {strides[0], strides[1]}, {dilation[0], dilation[1]}, {padding_lo[0], padding_lo[1]},
              {padding_hi[0], padding_hi[1]}};
   return Execute(pass, pool, g, a, b, out);
+}
+
+// Matrix products c (m, k) @ (k, n): a call splits c's columns into one chunk per XLA thread,
+// so that each thread reads its own part of b (a dense layer's kernel, the operand that is
+// large) and writes its own columns of c.
+struct MatmulPlan {
+  dnnl::matmul product;
+  memory::desc a, b, c, scratchpad;
+};
+
+// The plan of a chunk of `columns` of c's n columns.
+std::shared_ptr<MatmulPlan> GetMatmulPlan(int64_t m, int64_t k, int64_t n, int64_t columns) {
+  static std::mutex mutex;
+  static std::map<std::array<int64_t, 4>, std::shared_ptr<MatmulPlan>> plans;
+  std::array<int64_t, 4> key{m, k, n, columns};
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = plans.find(key);
+    if (it != plans.end()) return it->second;
+  }
+  auto plan = std::make_shared<MatmulPlan>();
+  auto f32 = memory::data_type::f32;
+  plan->a = memory::desc({m, k}, f32, memory::dims{k, 1});
+  plan->b = memory::desc({k, columns}, f32, memory::dims{n, 1});
+  plan->c = memory::desc({m, columns}, f32, memory::dims{n, 1});
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto pd = dnnl::matmul::primitive_desc(Engine(), plan->a, plan->b, plan->c, attr);
+  plan->product = dnnl::matmul(pd);
+  plan->scratchpad = pd.scratchpad_desc();
+  std::lock_guard<std::mutex> lock(mutex);
+  return plans.emplace(key, plan).first->second;
+}
+
+ffi::Error ExecuteMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+                         ffi::Result<ffi::Buffer<ffi::F32>> out) {
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 2 || out->dimensions().size() != 2 ||
+      a.dimensions()[1] != b.dimensions()[0] || out->dimensions()[0] != a.dimensions()[0] ||
+      out->dimensions()[1] != b.dimensions()[1]) {
+    return ffi::Error::InvalidArgument("jaxcnn's oneDNN matrix product takes matrices (m, k) and (k, n)");
+  }
+  int64_t m = a.dimensions()[0], k = a.dimensions()[1], n = b.dimensions()[1];
+  float *a_data = a.typed_data(), *b_data = b.typed_data(), *c_data = out->typed_data();
+  int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  int64_t columns = std::min(n, ((n + threads - 1) / threads + 15) / 16 * 16);  // whole cache lines of c
+  int64_t chunks = (n + columns - 1) / columns;
+  try {
+    omp_set_num_threads(1);
+    std::string error = RunChunks(pool, chunks, [&](int64_t i) {
+      int64_t first = i * columns;
+      auto plan = GetMatmulPlan(m, k, n, std::min(columns, n - first));
+      auto& engine = Engine();
+      auto& stream = ThreadStream();
+      memory scratchpad(plan->scratchpad, engine, ThreadBuffer(0, plan->scratchpad.get_size()));
+      memory a_memory(plan->a, engine, a_data), b_memory(plan->b, engine, b_data + first);
+      memory c_memory(plan->c, engine, c_data + first);
+      plan->product.execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory},
+                                     {DNNL_ARG_DST, c_memory}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      stream.wait();
+    });
+    if (!error.empty()) return ffi::Error::Internal("oneDNN matrix product: " + error);
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("oneDNN matrix product: ") + e.what());
+  }
+  return ffi::Error::Success();
 }
 
 }  // namespace
@@ -312,3 +397,10 @@ extern "C" int jaxcnn_onednn_conv_supported(const int64_t* v) {
   }
   return 1;
 }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_onednn_matmul, ExecuteMatmul,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
