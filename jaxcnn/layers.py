@@ -325,7 +325,49 @@ def _conv(x, kernel, strides, padding, dilation, groups, dtype):
         return _conv_as_patches(x, kernel, strides, pads, dilation, span, one_window)
     if groups == 1 and conv_as_taps(kernel.shape):
         return _conv_as_taps(x, kernel, strides, pads, dilation)
+    if groups == 1 and math.prod(kernel.shape) >= PATCHES_INPUT_GRADIENT_MIN_KERNEL_RATIO * math.prod(x.shape):
+        return _conv_patches_input_gradient(x, kernel, strides, tuple(map(tuple, pads)), dilation, span)
     return _lax_conv(x, kernel, strides, padding, dilation, groups)
+
+
+PATCHES_INPUT_GRADIENT_MIN_KERNEL_RATIO = 4
+"""A convolution XLA runs whose kernel has at least this many times the entries of its input
+takes its input gradient as the product of patches' (`_conv_patches_input_gradient`). 3x3
+convolutions, input gradient ms, XLA's -> the product of patches' (`python
+tools/bench_onednn.py --shapes ...`, XLA column, and the same through `_conv_as_patches`):
+kernel 9x the input, 512 -> 512 on 32x4x4 (VGG-16's fourth stage on CIFAR-10) 11.59 -> 8.21,
+256 -> 512 on 32x4x4 6.50 -> 4.41, 512 -> 512 on 8x7x7 10.09 -> 6.58; 8x 256 -> 256 on 32x3x3
+2.11 -> 1.44; 72x 1024 -> 1024 on 8x4x4 69.7 -> 8.8; but 1.5x 256 -> 256 on 8x14x14 6.93 ->
+7.16, 0.36x 128 -> 128 on 128x5x5 3.68 -> 4.29, 0.28x 64 -> 64 on 128x4x4 0.94 -> 0.99. The
+forward and kernel gradient stay XLA's, which were as fast or faster."""
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_patches_input_gradient(x, kernel, strides, pads, dilation, span):
+    """XLA's convolution (explicit pads) and its kernel gradient, with the input gradient of
+    the product of patches (`_conv_as_patches`): dy @ kernel^T, a product that reads the
+    kernel as it is stored, then each window's share added back to its pixels. XLA's
+    input-gradient convolution first writes a flipped, transposed copy of the kernel, which
+    for a kernel larger than the input costs more than the convolution; in VGG-16's train
+    step on CIFAR-10 XLA ran those copies (9.4 MB kernels, 5-12 ms each) on its dispatching
+    thread beside the first layers' convolutions, a third busy thread on two cores. Train step
+    on CIFAR-10 at batch 32: 327 -> 312 ms, faster in 10 of 10 alternating windows of the two
+    compiled steps in one process (a standalone script)."""
+    return _lax_conv(x, kernel, strides, pads, dilation)
+
+
+def _conv_patches_input_gradient_fwd(x, kernel, strides, pads, dilation, span):
+    return _lax_conv(x, kernel, strides, pads, dilation), (x, kernel)
+
+
+def _conv_patches_input_gradient_bwd(strides, pads, dilation, span, residuals, g):
+    x, kernel = residuals
+    dx = jax.vjp(lambda x: _conv_as_patches(x, kernel, strides, pads, dilation, span, False), x)[1](g)[0]
+    dk = jax.vjp(lambda k: _lax_conv(x, k, strides, pads, dilation), kernel)[1](g)[0]
+    return dx, dk
+
+
+_conv_patches_input_gradient.defvjp(_conv_patches_input_gradient_fwd, _conv_patches_input_gradient_bwd)
 
 
 ONEDNN_MIN_OUTPUT_PIXELS = 32

@@ -1,5 +1,7 @@
 """Layers against independent oracles: lax.reduce_window (Flax) and Keras."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -272,6 +274,37 @@ def test_convolution_of_few_input_values_is_the_lax_convolution(
     jaxpr = str(jax.make_jaxpr(ours)(x, kernel))
     assert "custom_vjp" in jaxpr and "conv_general_dilated" not in jaxpr  # the sum of taps ran forward
     _same_values_and_gradients(ours, lambda x, k: _lax_conv(x, k, strides, padding, dilation), x, kernel)
+
+
+@pytest.mark.parametrize("size,kernel_shape,strides,padding,dilation", [
+    ((4, 4), (3, 3, 8, 16), (1, 1), "same", (1, 1)),             # VGG-16's fourth stage on 32x32 inputs
+    ((5, 4), (3, 3, 8, 32), (2, 1), "same", (1, 1)),
+    ((5, 5), (3, 3, 6, 24), (1, 1), ((2, 1), (0, 3)), (2, 1)),   # explicit padding, dilated
+])
+def test_convolution_with_a_kernel_larger_than_its_input_takes_the_patches_input_gradient(
+        size, kernel_shape, strides, padding, dilation, xla_convolutions):
+    x = jax.random.normal(jax.random.key(0), (2, *size, kernel_shape[2]))
+    kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+    assert math.prod(kernel_shape) >= layers.PATCHES_INPUT_GRADIENT_MIN_KERNEL_RATIO * x.size
+    ours = lambda x, k: layers._conv(x, k, strides, padding, dilation, 1, None)
+    assert "custom_vjp" in str(jax.make_jaxpr(ours)(x, kernel))
+    # XLA's input-gradient convolution is gone: the kernel is read as it is, by a product.
+    input_gradient = jax.jit(lambda x, k, g: jax.vjp(lambda x: ours(x, k), x)[1](g)[0])
+    g = jnp.ones(ours(x, kernel).shape)
+    assert " convolution(" not in input_gradient.lower(x, kernel, g).as_text(dialect="hlo")
+    reference = lambda x, k: _lax_conv(x, k, strides, padding, dilation)
+    _same_values_and_gradients(ours, reference, x, kernel)
+    # reverse over reverse: the gradients' own gradients are the convolution's
+    second = [jax.grad(lambda x, k, f=f: jnp.sum(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), 0)(x, k) ** 2),
+                       (0, 1))(x, kernel) for f in (ours, reference)]
+    for a, b in zip(*second):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_with_a_kernel_not_much_larger_than_its_input_is_xlas(xla_convolutions):
+    x, kernel = jnp.ones((2, 5, 5, 8)), jnp.ones((3, 3, 8, 16))  # a kernel 2.9x the input
+    jaxpr = str(jax.make_jaxpr(lambda x, k: layers._conv(x, k, 1, "same", 1, 1, None))(x, kernel))
+    assert "custom_vjp" not in jaxpr and "conv_general_dilated" in jaxpr
 
 
 def test_convolution_of_few_input_values_in_bfloat16_accumulates_in_float32(xla_convolutions):
