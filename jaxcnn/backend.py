@@ -27,8 +27,9 @@ thread), so it maps it afresh and unmaps it on every call, and the kernel faults
 zeroes every page again: ResNet-20's train step (192 MB of temporaries at batch 128) took
 49,000 page faults per step, ResNet-50's (610 MB at batch 8 on 224x224) 156,000. Where the
 largest array of the model's forward pass fits in 28 MB, jaxcnn asks XLA for heaps of at
-most 28 MB instead (`xla_multiheap_size_constraint_per_heap`); glibc keeps blocks up to 32 MB
-in its arenas, from one call to the next. Train step ms, alternating runs of
+most 28 MB instead (`xla_multiheap_size_constraint_per_heap`), and glibc to keep them from
+one call to the next (`keep_freed_memory`: blocks up to 32 MB from its arenas, whose free
+heaps it no longer unmaps). Train step ms, alternating runs of
 `tools/bench_train_step.py`, one block -> heaps: resnet20 205 / 205 / 209 -> 180 / 171 / 180
 (16 MB heaps; 28 MB measured the same as 16 MB), vgg16 349 / 323 / 336 -> 308 / 315 / 325
 (16 MB; 28 MB was 2-6% slower than 16 MB), and later, on a busier machine, vgg16 404 / 389 ->
@@ -41,8 +42,10 @@ at 224x224, 36.8 MB, measured faster with heaps all the same: 258 / 258 / 277 ->
 240 ms with 16 MB ones).
 """
 
+import ctypes
 import functools
 import os
+import platform
 import re
 
 import jax
@@ -104,8 +107,52 @@ def compiler_options(params, largest_activation: int | None = None) -> tuple[tup
 
 
 def jit(fun, options: tuple[tuple[str, str], ...], **kwargs):
-    """`jax.jit(fun, **kwargs)` compiled with `options` (from `compiler_options`)."""
+    """`jax.jit(fun, **kwargs)` compiled with `options` (from `compiler_options`); with
+    temporaries in heaps, glibc is asked to keep them (`keep_freed_memory`)."""
+    if dict(options).get(_HEAP_SIZE):
+        keep_freed_memory()
     return jax.jit(fun, compiler_options=dict(options) or None, **kwargs)
+
+
+KEPT_BLOCK_BYTES = 32 << 20
+"""glibc's largest `M_MMAP_THRESHOLD` on 64-bit (half its 64 MB arena heap): blocks up to this
+size come from its arenas, larger ones are mapped and unmapped each time."""
+KEPT_TOP_BYTES = 64 << 20
+"""`M_TOP_PAD`: free memory a glibc arena keeps at its top (a thread's arena: whole heaps)."""
+_M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3  # mallopt's parameters (glibc's malloc.h)
+
+
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory() -> bool:
+    """Asks glibc's malloc, once per process, to keep the memory of a step's freed heaps for the
+    next step: blocks up to `KEPT_BLOCK_BYTES` from its arenas (`M_MMAP_THRESHOLD`, where glibc's
+    own threshold only gets after a first such block is freed) and `KEPT_TOP_BYTES` of free memory
+    at an arena's top (`M_TOP_PAD`), which stops a thread's arena from unmapping a heap once all
+    of it is free. True if set; not on another C library, or with `JAXCNN_KEEP_FREED_MEMORY=0`.
+
+    Why: XLA frees every temporary heap at the end of a step. A heap that was the last in use
+    in a thread's arena, and whose memory was all freed, was unmapped, and the next step's
+    pages faulted in and were zeroed again: ResNet-50's steps (batch 8, 224x224) took 16 to
+    162,000 page faults each, and 950 to 1,650 ms, the fewer faults the faster. Per step, 12
+    steps after 2 in a standalone script (`resource.getrusage`), without -> with: ResNet-50
+    (28 MB heaps) 952-1,646 ms and 16-156,000 faults -> 910-969 ms and 70-7,200 faults,
+    ResNet-20 163-203 ms and 0-43,000 -> 166-179 ms and 0-8; VGG-16 309-317 -> 297-314 ms (the
+    16,385 faults left are its 64 MB kernel gradient, too large to keep). Setting M_TOP_PAD
+    alone made it worse (it fixes glibc's mmap threshold at its 128 KB default: every heap was
+    mapped, 145,000 faults a step). Train step ms, alternating runs of `python
+    tools/bench_train_step.py --model M ...` with `JAXCNN_KEEP_FREED_MEMORY=0` -> without:
+    resnet50 (224x224, batch 8, 3 windows of 2 steps) 1,012 / 994 / 1,033 -> 950 / 920 / 919,
+    resnet20 (batch 128) 188 / 189 / 182 -> 172 / 173 / 168; lenet5 5.30 / 5.25 / 5.19 / 5.36
+    -> 5.51 / 5.33 / 5.15 / 5.41 and simple_cnn 8.61 / 8.49 -> 7.63 / 8.51, within their noise.
+    The cost: the process keeps its peak memory (ResNet-50's peak 2.5 GB, as before). It changes the host process' allocator (after the first step
+    compiled with heaps), hence the switch."""
+    if os.environ.get("JAXCNN_KEEP_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEPT_BLOCK_BYTES)) and bool(mallopt(_M_TOP_PAD, KEPT_TOP_BYTES))
 
 
 def ynnpack_convolutions(compiled_hlo: str) -> int:

@@ -4,6 +4,7 @@ These are the convolutions XLA runs: the tests switch jaxcnn's oneDNN convolutio
 
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -174,3 +175,46 @@ def test_the_train_step_benchmark_compares_jaxcnn_choice_with_xla_default(tmp_pa
     # resnet20's 32- and 64-channel convolutions: YNNPACK's only under XLA's default
     assert result["ynnpack_convolutions"] == 0 < result["xla_default"]["ynnpack_convolutions"]
     assert len(result["windows"]) == len(result["xla_default"]["windows"]) == 2
+
+
+# A 20 MB block malloc'd, written, freed, then malloc'd and written again: how many pages fault
+# the second time (glibc's default maps a block that large afresh: every page faults again).
+_REFAULTS = """
+import ctypes, resource
+{setup}
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 20 << 20
+def touch():
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    return block
+libc.free(touch())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = touch()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+libc.free(block)
+"""
+_STEP_WITH_HEAPS = ("import jax.numpy as jnp; from jaxcnn import backend; "
+                    "backend.jit(lambda x: jnp.tanh(x) * 2, backend.TEMPORARIES_IN_HEAPS)(jnp.ones(8)).block_until_ready()")
+
+
+@pytest.mark.parametrize("setting,kept", [(None, True), ("0", False)])
+def test_a_step_compiled_with_heaps_makes_glibc_keep_freed_blocks(setting, kept):
+    """After jaxcnn compiles a step with heaps, a freed block of up to 32 MB is reused without
+    faulting its pages in again; `JAXCNN_KEEP_FREED_MEMORY=0` leaves glibc's default (a fresh
+    mapping each time: 5,120 faults for 20 MB)."""
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's malloc")
+    env = {k: v for k, v in os.environ.items() if k != "JAXCNN_KEEP_FREED_MEMORY"}
+    if setting:
+        env["JAXCNN_KEEP_FREED_MEMORY"] = setting
+    result = subprocess.run([sys.executable, "-c", _REFAULTS.format(setup=_STEP_WITH_HEAPS)], capture_output=True,
+                            text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    refaults = int(result.stdout.split()[-1])
+    assert (refaults < 100) == kept, refaults
+    plain = subprocess.run([sys.executable, "-c", _REFAULTS.format(setup="")], capture_output=True, text=True,
+                           cwd=REPO, timeout=300)
+    assert int(plain.stdout.split()[-1]) > 4000  # the oracle: glibc's own default faults them all
