@@ -130,9 +130,13 @@ def supports(x_shape, kernel_shape, dtype, strides, pads, dilation, groups) -> b
     return bool(_library().jaxcnn_onednn_conv_supported((ctypes.c_int64 * len(geometry))(*geometry)))
 
 
-def _call(target, out_shape, dtype, a, b, geometry):
+def _require_library() -> None:
     if _library() is None:  # also registers the handlers on first use
-        raise RuntimeError("jaxcnn's oneDNN convolutions are not available here (see jaxcnn.onednn.enabled)")
+        raise RuntimeError("jaxcnn's oneDNN kernels are not available here (see jaxcnn.onednn.enabled)")
+
+
+def _call(target, out_shape, dtype, a, b, geometry):
+    _require_library()
     strides, pads, dilation, groups = geometry
     return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, dtype), vmap_method="sequential")(
         a, b, strides=np.asarray(strides, np.int64), padding_lo=np.asarray([p[0] for p in pads], np.int64),
@@ -189,12 +193,10 @@ def conv(x, kernel, strides, pads, dilation, groups=1):
                          (tuple(strides), tuple(map(tuple, pads)), tuple(dilation), groups))
 
 
-
 def matmul(a, b):
     """a @ b for float32 matrices a (m, k) and b (k, n) on oneDNN (its matmul, the kernels
     PyTorch runs on CPU), c's columns split over XLA's threads so that each reads its own part
     of b. Not differentiable itself (`jaxcnn.layers.dense_product` gives it XLA's gradients)."""
-    if _library() is None:
-        raise RuntimeError("jaxcnn's oneDNN kernels are not available here (see jaxcnn.onednn.enabled)")
+    _require_library()
     return jax.ffi.ffi_call(_MATMUL_TARGET, jax.ShapeDtypeStruct((a.shape[0], b.shape[1]), a.dtype),
                             vmap_method="sequential")(a, b)
