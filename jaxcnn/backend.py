@@ -144,8 +144,9 @@ def keep_freed_memory() -> bool:
     resnet50 (224x224, batch 8, 3 windows of 2 steps) 1,012 / 994 / 1,033 -> 950 / 920 / 919,
     resnet20 (batch 128) 188 / 189 / 182 -> 172 / 173 / 168; lenet5 5.30 / 5.25 / 5.19 / 5.36
     -> 5.51 / 5.33 / 5.15 / 5.41 and simple_cnn 8.61 / 8.49 -> 7.63 / 8.51, within their noise.
-    The cost: the process keeps its peak memory (ResNet-50's peak 2.5 GB, as before). It changes the host process' allocator (after the first step
-    compiled with heaps), hence the switch."""
+    The cost: the process keeps its peak memory (ResNet-50's peak 2.5 GB, as before). It
+    changes the host process' allocator (from the first step `jit` builds with heaps on),
+    hence the switch."""
     if os.environ.get("JAXCNN_KEEP_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
         return False
     try:

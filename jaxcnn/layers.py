@@ -325,7 +325,7 @@ def _conv(x, kernel, strides, padding, dilation, groups, dtype):
         return _conv_as_patches(x, kernel, strides, pads, dilation, span, one_window)
     if groups == 1 and conv_as_taps(kernel.shape):
         return _conv_as_taps(x, kernel, strides, pads, dilation)
-    if groups == 1 and math.prod(kernel.shape) >= PATCHES_INPUT_GRADIENT_MIN_KERNEL_RATIO * math.prod(x.shape):
+    if groups == 1 and kernel.size >= PATCHES_INPUT_GRADIENT_MIN_KERNEL_RATIO * x.size:
         return _conv_patches_input_gradient(x, kernel, strides, tuple(map(tuple, pads)), dilation, span)
     return _lax_conv(x, kernel, strides, padding, dilation, groups)
 

@@ -33,6 +33,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -119,19 +120,27 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, const Geometry& 
   return plan;
 }
 
-// Plans are built once per pass, data type and geometry (batch size included).
-std::shared_ptr<Plan> GetPlan(Pass pass, memory::data_type dt, const Geometry& g) {
+// The plan cached under `key`, made by `make()` the first time (outside the lock: building a
+// primitive generates its kernel; a plan made twice at once keeps the first). One cache per
+// call site (`make`'s type).
+template <typename Key, typename Make>
+auto Cached(const Key& key, Make make) -> decltype(make()) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, std::array<int64_t, 18>>, std::shared_ptr<Plan>> plans;
-  auto key = std::make_tuple(static_cast<int>(pass), static_cast<int>(dt), g.Key());
+  static std::map<Key, decltype(make())> plans;
   {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = plans.find(key);
     if (it != plans.end()) return it->second;
   }
-  auto plan = MakePlan(pass, dt, g);
+  auto plan = make();
   std::lock_guard<std::mutex> lock(mutex);
   return plans.emplace(key, plan).first->second;
+}
+
+// Plans are built once per pass, data type and geometry (batch size included).
+std::shared_ptr<Plan> GetPlan(Pass pass, memory::data_type dt, const Geometry& g) {
+  return Cached(std::make_tuple(static_cast<int>(pass), static_cast<int>(dt), g.Key()),
+                [&] { return MakePlan(pass, dt, g); });
 }
 
 dnnl::stream& ThreadStream() {
@@ -149,8 +158,9 @@ char* ThreadBuffer(int which, size_t size) {
 size_t ByteWidth(memory::data_type dt) { return dt == memory::data_type::f32 ? 4 : 2; }
 
 // Runs run(i) for every chunk i in [0, count): the calling thread and one task per other XLA
-// thread claim chunks until none is left, each with a one-thread OpenMP team (see the top of
-// this file). Returns the first error, or an empty string.
+// thread claim chunks until none is left, each with a one-thread OpenMP team (set here, before
+// any primitive is built or run on the thread; see the top of this file). Returns the first
+// error, or an empty string.
 std::string RunChunks(ffi::ThreadPool& pool, int64_t count, std::function<void(int64_t)> run) {
   struct State {
     std::function<void(int64_t)> run;
@@ -257,28 +267,27 @@ ffi::Error Execute(Pass pass, ffi::ThreadPool pool, const Geometry& geometry, ff
   if (a.element_type() != ffi::F32 || b.element_type() != ffi::F32 || out->element_type() != ffi::F32) {
     return ffi::Error::InvalidArgument("jaxcnn's oneDNN convolution takes float32 operands only");
   }
-  auto call = std::make_unique<Call>();
-  call->pass = pass;
-  call->dt = memory::data_type::f32;
-  call->g = geometry;
-  call->a = static_cast<char*>(a.untyped_data());
-  call->b = static_cast<char*>(b.untyped_data());
-  call->out = static_cast<char*>(out->untyped_data());
-  const Geometry& g = call->g;
+  Call call;
+  call.pass = pass;
+  call.dt = memory::data_type::f32;
+  call.g = geometry;
+  call.a = static_cast<char*>(a.untyped_data());
+  call.b = static_cast<char*>(b.untyped_data());
+  call.out = static_cast<char*>(out->untyped_data());
+  const Geometry& g = call.g;
   int64_t threads = std::max<int64_t>(1, pool.num_threads());
   try {
-    omp_set_num_threads(1);  // before any primitive is built or run on this thread
-    call->chunk = (g.n + threads - 1) / threads;
-    call->chunks = (g.n + call->chunk - 1) / call->chunk;
-    if (pass == kBackwardWeights && call->chunks > 1) {
-      call->partial_bytes = static_cast<size_t>(g.kh * g.kw * (g.c / g.groups) * g.o) * ByteWidth(call->dt);
-      call->partials.reset(new char[call->chunks * call->partial_bytes]);  // each written whole by its chunk
+    call.chunk = (g.n + threads - 1) / threads;
+    call.chunks = (g.n + call.chunk - 1) / call.chunk;
+    if (pass == kBackwardWeights && call.chunks > 1) {
+      call.partial_bytes = static_cast<size_t>(g.kh * g.kw * (g.c / g.groups) * g.o) * ByteWidth(call.dt);
+      call.partials.reset(new char[call.chunks * call.partial_bytes]);  // each written whole by its chunk
     }
-    std::string error = RunChunks(pool, call->chunks, [&call](int64_t i) { call->RunChunk(i); });
+    std::string error = RunChunks(pool, call.chunks, [&call](int64_t i) { call.RunChunk(i); });
     if (!error.empty()) return ffi::Error::Internal("oneDNN convolution: " + error);
-    if (pass == kBackwardWeights && call->chunks > 1) {
-      SumPartials(reinterpret_cast<const float*>(call->partials.get()), call->chunks, call->partial_bytes / 4,
-                  reinterpret_cast<float*>(call->out));
+    if (pass == kBackwardWeights && call.chunks > 1) {
+      SumPartials(reinterpret_cast<const float*>(call.partials.get()), call.chunks, call.partial_bytes / 4,
+                  reinterpret_cast<float*>(call.out));
     }
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("oneDNN convolution: ") + e.what());
@@ -307,26 +316,19 @@ struct MatmulPlan {
 
 // The plan of a chunk of `columns` of c's n columns.
 std::shared_ptr<MatmulPlan> GetMatmulPlan(int64_t m, int64_t k, int64_t n, int64_t columns) {
-  static std::mutex mutex;
-  static std::map<std::array<int64_t, 4>, std::shared_ptr<MatmulPlan>> plans;
-  std::array<int64_t, 4> key{m, k, n, columns};
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto it = plans.find(key);
-    if (it != plans.end()) return it->second;
-  }
-  auto plan = std::make_shared<MatmulPlan>();
-  auto f32 = memory::data_type::f32;
-  plan->a = memory::desc({m, k}, f32, memory::dims{k, 1});
-  plan->b = memory::desc({k, columns}, f32, memory::dims{n, 1});
-  plan->c = memory::desc({m, columns}, f32, memory::dims{n, 1});
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  auto pd = dnnl::matmul::primitive_desc(Engine(), plan->a, plan->b, plan->c, attr);
-  plan->product = dnnl::matmul(pd);
-  plan->scratchpad = pd.scratchpad_desc();
-  std::lock_guard<std::mutex> lock(mutex);
-  return plans.emplace(key, plan).first->second;
+  return Cached(std::array<int64_t, 4>{m, k, n, columns}, [&] {
+    auto plan = std::make_shared<MatmulPlan>();
+    auto f32 = memory::data_type::f32;
+    plan->a = memory::desc({m, k}, f32, memory::dims{k, 1});
+    plan->b = memory::desc({k, columns}, f32, memory::dims{n, 1});
+    plan->c = memory::desc({m, columns}, f32, memory::dims{n, 1});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    auto pd = dnnl::matmul::primitive_desc(Engine(), plan->a, plan->b, plan->c, attr);
+    plan->product = dnnl::matmul(pd);
+    plan->scratchpad = pd.scratchpad_desc();
+    return plan;
+  });
 }
 
 ffi::Error ExecuteMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
@@ -342,7 +344,6 @@ ffi::Error ExecuteMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buf
   int64_t columns = std::min(n, ((n + threads - 1) / threads + 15) / 16 * 16);  // whole cache lines of c
   int64_t chunks = (n + columns - 1) / columns;
   try {
-    omp_set_num_threads(1);
     std::string error = RunChunks(pool, chunks, [&](int64_t i) {
       int64_t first = i * columns;
       auto plan = GetMatmulPlan(m, k, n, std::min(columns, n - first));
